@@ -1,0 +1,50 @@
+"""Every default of sqlitefair, in one place.
+
+The pragmas are the ones Rails 8 ships for SQLite in production; each line
+says why.  Override any of them with ``connect(..., pragmas={...})`` (a value
+of ``None`` drops a default).
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Mapping
+
+#: Seconds one checkout may wait in total: queueing in this process plus
+#: waiting for another process's write lock.
+TIMEOUT: float = 5.0
+
+#: Read-only connections per pool.
+READERS: int = 4
+
+#: Percentiles in :meth:`Pool.stats` are over this many most recent waits.
+STATS_WINDOW: int = 65536
+
+#: Applied to every connection, in this order (``journal_mode`` by the writer only:
+#: it is a property of the database file).
+PRAGMAS: Mapping[str, object] = MappingProxyType(
+    {
+        # Readers and the writer no longer block each other.
+        # https://www.sqlite.org/wal.html
+        "journal_mode": "wal",
+        # In WAL mode NORMAL is corruption-safe and skips an fsync per commit;
+        # a power loss may roll back the last transactions, never corrupt.
+        # https://www.sqlite.org/pragma.html#pragma_synchronous
+        "synchronous": "normal",
+        # SQLite ships with foreign keys off for backwards compatibility.
+        # https://www.sqlite.org/foreignkeys.html
+        "foreign_keys": True,
+        # Truncate the WAL back to 64 MiB after checkpoints instead of letting it keep its peak size.
+        # https://www.sqlite.org/pragma.html#pragma_journal_size_limit
+        "journal_size_limit": 64 * 1024 * 1024,
+        # Read through a 128 MiB memory map: fewer read() system calls.
+        # https://www.sqlite.org/mmap.html
+        "mmap_size": 128 * 1024 * 1024,
+        # 2000 pages (8 MiB at 4 KiB pages) of page cache per connection.
+        # https://www.sqlite.org/pragma.html#pragma_cache_size
+        "cache_size": 2000,
+    }
+)
+
+#: Pragmas that apply to the database file, so only the writer sets them.
+DATABASE_PRAGMAS: frozenset[str] = frozenset({"journal_mode", "auto_vacuum", "page_size"})

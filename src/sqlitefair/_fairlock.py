@@ -1,0 +1,202 @@
+"""FIFO-fair semaphore and lock for real threads, with direct hand-off.
+
+Why not ``threading.Lock`` / ``Semaphore`` / ``queue.Queue``: they let a
+newcomer grab a freed permit before a thread that has been waiting for a
+second, so under contention some callers wait far longer than others.
+
+How this one is fair (after anyio's ``Lock`` and trio's ``ParkingLot``):
+
+* **No barging**: the fast path is taken only when nobody is queued.
+* **Direct hand-off**: ``release()`` makes the oldest waiter the holder
+  *before* waking it, so a permit is never free between two holders.
+* **Races resolved by state**: a waiter whose wait ends (timeout,
+  ``KeyboardInterrupt``) re-checks under the mutex whether it was granted a
+  permit in the meantime; if it was, a timed-out waiter keeps it and an
+  interrupted one passes it on.
+
+One small ``threading.Lock`` (the mutex) guards the queue and the holders and
+is never held while blocking; each waiter parks on its own pre-acquired
+``_thread`` lock, which blocks in C with the GIL released.  Nothing relies on
+the GIL, so it is correct on free-threaded builds.
+"""
+
+from __future__ import annotations
+
+import _thread
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+__all__ = ("FairSemaphore", "FairLock", "Permit", "LockStatistics", "WouldBlock", "LockTimeout")
+
+
+class WouldBlock(Exception):
+    """``acquire_nowait()`` could not take a permit without waiting."""
+
+
+class LockTimeout(Exception):
+    """``acquire(timeout)`` gave up; carries how long it waited and the queue it saw."""
+
+    def __init__(self, waited: float, statistics: LockStatistics) -> None:
+        super().__init__(f"no permit after {waited:.3f} s ({statistics.waiting} waiting)")
+        self.waited = waited
+        self.statistics = statistics
+
+
+@dataclass(frozen=True, eq=False)
+class Permit:
+    """One held permit: which thread was granted it and when (``time.monotonic()``).
+
+    Permits compare by identity, so the same thread may hold several.
+    """
+
+    thread_ident: int
+    thread_name: str
+    since: float
+
+
+@dataclass(frozen=True)
+class LockStatistics:
+    """A consistent snapshot of a fair semaphore, taken under its mutex."""
+
+    capacity: int
+    held: int
+    waiting: int
+    holders: tuple[Permit, ...] = field(default=())
+    oldest_waiter_since: float | None = None
+
+
+class _Waiter:
+    __slots__ = ("parker", "permit", "ident", "name", "since")
+
+    def __init__(self) -> None:
+        self.parker = _thread.allocate_lock()
+        self.parker.acquire()
+        self.permit: Permit | None = None
+        thread = threading.current_thread()
+        self.ident = thread.ident or 0
+        self.name = thread.name
+        self.since = time.monotonic()
+
+
+def _new_permit(ident: int, name: str) -> Permit:
+    return Permit(ident, name, time.monotonic())
+
+
+class FairSemaphore:
+    """A counting semaphore that grants permits in strict arrival order."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
+        self._capacity = capacity
+        self._mutex = threading.Lock()
+        self._holders: dict[Permit, None] = {}
+        self._waiters: OrderedDict[_Waiter, None] = OrderedDict()
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    def acquire_nowait(self) -> Permit:
+        """Take a permit if one is free and nobody is queued, else raise :class:`WouldBlock`."""
+        thread = threading.current_thread()
+        with self._mutex:
+            if self._waiters or len(self._holders) >= self._capacity:
+                raise WouldBlock
+            permit = _new_permit(thread.ident or 0, thread.name)
+            self._holders[permit] = None
+            return permit
+
+    def acquire(self, timeout: float | None = None) -> Permit:
+        """Wait in FIFO order for a permit; ``timeout=None`` waits forever.
+
+        Raises :class:`LockTimeout` when ``timeout`` seconds pass first.
+        """
+        with self._mutex:
+            if not self._waiters and len(self._holders) < self._capacity:
+                thread = threading.current_thread()
+                permit = _new_permit(thread.ident or 0, thread.name)
+                self._holders[permit] = None
+                return permit
+            waiter = _Waiter()
+            self._waiters[waiter] = None
+        try:
+            if timeout is None:
+                woken = waiter.parker.acquire()
+            else:
+                woken = waiter.parker.acquire(True, max(timeout, 0.0))
+        except BaseException:
+            # Interrupted (KeyboardInterrupt, a signal handler's exception):
+            # never leave a granted permit stranded, never leave a ghost waiter.
+            with self._mutex:
+                if waiter.permit is not None:
+                    self._release_locked(waiter.permit)
+                else:
+                    del self._waiters[waiter]
+            raise
+        if woken:
+            assert waiter.permit is not None
+            return waiter.permit
+        with self._mutex:
+            # A release() may have granted us the permit just as the wait timed out.
+            if waiter.permit is not None:
+                return waiter.permit
+            del self._waiters[waiter]
+            stats = self._statistics_locked()
+        raise LockTimeout(time.monotonic() - waiter.since, stats)
+
+    def release(self, permit: Permit) -> None:
+        """Return ``permit``; the oldest waiter, if any, becomes its next holder."""
+        with self._mutex:
+            self._release_locked(permit)
+
+    def _release_locked(self, permit: Permit) -> None:
+        try:
+            del self._holders[permit]
+        except KeyError:
+            raise RuntimeError("release() of a permit that is not held") from None
+        if self._waiters:
+            waiter, _ = self._waiters.popitem(last=False)
+            granted = _new_permit(waiter.ident, waiter.name)
+            self._holders[granted] = None
+            waiter.permit = granted
+            waiter.parker.release()
+
+    def held_by_current_thread(self) -> bool:
+        """Whether the calling thread holds at least one permit."""
+        me = threading.get_ident()
+        with self._mutex:
+            return any(p.thread_ident == me for p in self._holders)
+
+    def statistics(self) -> LockStatistics:
+        with self._mutex:
+            return self._statistics_locked()
+
+    def _statistics_locked(self) -> LockStatistics:
+        oldest = next(iter(self._waiters)).since if self._waiters else None
+        return LockStatistics(
+            capacity=self._capacity,
+            held=len(self._holders),
+            waiting=len(self._waiters),
+            holders=tuple(self._holders),
+            oldest_waiter_since=oldest,
+        )
+
+    def __repr__(self) -> str:
+        s = self.statistics()
+        return f"<{type(self).__name__} held={s.held}/{s.capacity} waiting={s.waiting}>"
+
+
+class FairLock(FairSemaphore):
+    """A FIFO-fair mutual-exclusion lock (a :class:`FairSemaphore` of one)."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+
+    @property
+    def owner(self) -> Permit | None:
+        """The current holder's permit, or ``None`` when free."""
+        with self._mutex:
+            return next(iter(self._holders), None)
