@@ -1,0 +1,238 @@
+"""The FIFO-fair semaphore: arrival order is service order, no barging, no lost permits."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import pytest
+from _helpers import Worker, wait_until
+
+from sqlitefair import FairLock, FairSemaphore, LockTimeout, WouldBlock
+
+
+def test_uncontended_acquire_and_release() -> None:
+    lock = FairLock()
+    permit = lock.acquire()
+    assert lock.owner is permit
+    assert permit.thread_ident == threading.get_ident()
+    lock.release(permit)
+    assert lock.owner is None
+    assert lock.statistics().held == 0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_waiters_are_served_in_arrival_order(seed: int) -> None:
+    """Threads queue in a known (random) order; they must get the lock in exactly that order."""
+    lock = FairLock()
+    served: list[int] = []
+    holder = lock.acquire()
+    order = list(range(8))
+    random.Random(seed).shuffle(order)
+
+    def work(tag: int) -> None:
+        permit = lock.acquire(timeout=20)
+        served.append(tag)
+        lock.release(permit)
+
+    workers = []
+    for position, tag in enumerate(order):
+        w = Worker(work, tag, name=f"waiter-{tag}")
+        w.start()
+        workers.append(w)
+        wait_until(lambda: lock.statistics().waiting == position + 1, what=f"waiter {tag} to queue")
+    lock.release(holder)
+    for w in workers:
+        w.finish()
+    assert served == order
+
+
+def test_release_hands_off_directly_no_barging() -> None:
+    """After release() the oldest waiter owns the lock: the releasing thread cannot take it back."""
+    lock = FairLock()
+    first = lock.acquire()
+    got_it = threading.Event()
+    proceed = threading.Event()
+
+    def waiter() -> None:
+        permit = lock.acquire(timeout=20)
+        got_it.set()
+        proceed.wait(20)
+        lock.release(permit)
+
+    w = Worker(waiter)
+    w.start()
+    wait_until(lambda: lock.statistics().waiting == 1)
+    lock.release(first)
+    # The waiter may not even have run yet, but it already owns the lock.
+    with pytest.raises(WouldBlock):
+        lock.acquire_nowait()
+    owner = lock.owner
+    assert owner is not None and owner.thread_ident == w.ident
+    proceed.set()
+    w.finish()
+    assert got_it.is_set()
+
+
+def test_newcomer_queues_behind_waiters_even_when_free() -> None:
+    """acquire_nowait() fails while anyone is queued, even at the instant the lock is free."""
+    sem = FairSemaphore(2)
+    a = sem.acquire()
+    b = sem.acquire()
+    w = Worker(lambda: sem.release(sem.acquire(timeout=20)))
+    w.start()
+    wait_until(lambda: sem.statistics().waiting == 1)
+    with pytest.raises(WouldBlock):
+        sem.acquire_nowait()
+    sem.release(a)
+    w.finish()
+    sem.release(b)
+    assert sem.statistics().held == 0
+
+
+def test_timeout_leaves_the_queue_and_reports_what_it_saw() -> None:
+    lock = FairLock()
+    holder = lock.acquire()
+    start = time.monotonic()
+    with pytest.raises(LockTimeout) as info:
+        lock.acquire(timeout=0.05)
+    assert time.monotonic() - start >= 0.05
+    assert info.value.waited >= 0.05
+    assert info.value.statistics.held == 1
+    assert lock.statistics().waiting == 0
+    lock.release(holder)
+    lock.release(lock.acquire(timeout=0))
+
+
+def test_timed_out_waiter_does_not_block_those_behind_it() -> None:
+    lock = FairLock()
+    holder = lock.acquire()
+    impatient = Worker(lambda: lock.acquire(timeout=0.05), name="impatient")
+    impatient.start()
+    wait_until(lambda: lock.statistics().waiting == 1)
+    patient = Worker(lambda: lock.release(lock.acquire(timeout=20)), name="patient")
+    patient.start()
+    wait_until(lambda: lock.statistics().waiting == 2)
+    with pytest.raises(LockTimeout):
+        impatient.finish()
+    lock.release(holder)
+    patient.finish()
+    assert lock.statistics().held == 0
+
+
+def test_grant_racing_a_timeout_is_never_lost() -> None:
+    """Release exactly around the waiter's deadline many times: every permit ends up released."""
+    lock = FairLock()
+    outcomes = {"granted": 0, "timed_out": 0}
+    for i in range(200):
+        holder = lock.acquire()
+
+        def waiter() -> None:
+            try:
+                permit = lock.acquire(timeout=0.001)
+            except LockTimeout:
+                outcomes["timed_out"] += 1
+            else:
+                outcomes["granted"] += 1
+                lock.release(permit)
+
+        w = Worker(waiter)
+        w.start()
+        wait_until(lambda: lock.statistics().waiting == 1 or not w.is_alive())
+        time.sleep(0.001 * (i % 3) / 2)
+        lock.release(holder)
+        w.finish()
+        stats = lock.statistics()
+        assert (stats.held, stats.waiting) == (0, 0), f"iteration {i}: {stats}"
+    assert sum(outcomes.values()) == 200
+
+
+def test_interrupted_waiter_passes_a_granted_permit_on() -> None:
+    """An exception raised while parked (like KeyboardInterrupt) must not strand a permit."""
+    lock = FairLock()
+    holder = lock.acquire()
+
+    class Boom(BaseException):
+        pass
+
+    import _thread
+
+    real_allocate = _thread.allocate_lock
+
+    class ExplodingParker:
+        """Parks like a real lock, but raises once woken, as a signal handler would."""
+
+        def __init__(self) -> None:
+            self._lock = real_allocate()
+
+        def acquire(self, *args: object) -> bool:
+            woken = self._lock.acquire(*args)  # type: ignore[arg-type]
+            if args:  # the park (the pre-acquire has no arguments)
+                raise Boom
+            return woken
+
+        def release(self) -> None:
+            self._lock.release()
+
+    from sqlitefair import _fairlock
+
+    _fairlock._thread.allocate_lock = ExplodingParker  # type: ignore[assignment]
+    try:
+        w = Worker(lambda: lock.acquire(timeout=20), name="interrupted")
+        w.start()
+        wait_until(lambda: lock.statistics().waiting == 1)
+    finally:
+        _fairlock._thread.allocate_lock = real_allocate  # type: ignore[assignment]
+    follower = Worker(lambda: lock.release(lock.acquire(timeout=20)), name="follower")
+    follower.start()
+    wait_until(lambda: lock.statistics().waiting == 2)
+    lock.release(holder)  # granted to the exploding waiter, which must pass it on
+    with pytest.raises(Boom):
+        w.finish()
+    follower.finish()
+    assert lock.statistics().held == 0
+
+
+def test_no_lost_or_duplicated_permits_under_stress() -> None:
+    sem = FairSemaphore(3)
+    inside = 0
+    peak = 0
+    count_lock = threading.Lock()
+    barrier = threading.Barrier(12)
+
+    def work() -> None:
+        nonlocal inside, peak
+        barrier.wait(10)
+        for _ in range(300):
+            permit = sem.acquire(timeout=20)
+            with count_lock:
+                inside += 1
+                peak = max(peak, inside)
+            with count_lock:
+                inside -= 1
+            sem.release(permit)
+
+    workers = [Worker(work) for _ in range(12)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.finish()
+    assert 1 <= peak <= 3
+    stats = sem.statistics()
+    assert (stats.held, stats.waiting) == (0, 0)
+
+
+def test_release_of_unknown_permit_is_an_error() -> None:
+    a, b = FairLock(), FairLock()
+    permit = a.acquire()
+    with pytest.raises(RuntimeError, match="not held"):
+        b.release(permit)
+    a.release(permit)
+    with pytest.raises(RuntimeError, match="not held"):
+        a.release(permit)
+
+
+def test_capacity_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        FairSemaphore(0)
