@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import sysconfig
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -14,7 +14,15 @@ import sqlitefair
 FREE_THREADED_BUILD = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
 #: Backends the pool's suite runs against; a backend whose binding is missing is skipped.
-BACKENDS = ["sqlite3"]
+BACKENDS = ["sqlite3", "apsw"]
+
+
+def require_backend(name: str) -> None:
+    """Skip the test unless ``name`` can be used here without side effects."""
+    if name == "apsw":
+        if FREE_THREADED_BUILD:
+            pytest.skip("importing apsw re-enables the GIL on free-threaded builds")
+        pytest.importorskip("apsw")
 
 
 @pytest.fixture
@@ -24,9 +32,66 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
-    if request.param == "apsw":
-        pytest.importorskip("apsw")
+    require_backend(request.param)
     return request.param
+
+
+def open_plain(path: Path | str, backend: str) -> Any:
+    """A plain autocommit connection of the same SQLite library as ``backend``.
+
+    Tests must not mix libraries on one file in one process: the stdlib's
+    SQLite and apsw's bundled copy do not see each other's POSIX locks, and
+    closing one drops the other's (https://www.sqlite.org/howtocorrupt.html#multiple_copies).
+    """
+    if backend == "apsw":
+        import apsw
+
+        return apsw.Connection(str(path))
+    import sqlite3
+
+    return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+
+
+@pytest.fixture
+def other_connection(db_path: Path, backend: str) -> Iterator[Callable[[], Any]]:
+    """Factory of plain connections to ``db_path`` beside the pool (closed at teardown)."""
+    opened: list[Any] = []
+
+    def factory() -> Any:
+        conn = open_plain(db_path, backend)
+        opened.append(conn)
+        return conn
+
+    yield factory
+    for conn in opened:
+        conn.close()
+
+
+@pytest.fixture
+def committed(db_path: Path, backend: str) -> Callable[..., list[Any]]:
+    """``committed(sql)``: first column of each row, read by an independent connection."""
+
+    def read(sql: str = "select v from t order by id") -> list[Any]:
+        conn = open_plain(db_path, backend)
+        try:
+            return [row[0] for row in conn.execute(sql).fetchall()]
+        finally:
+            conn.close()
+
+    return read
+
+
+def trace_statements(conn: Any, record: Callable[[str], None]) -> None:
+    """Call ``record(sql)`` for every statement ``conn`` runs (sqlite3 or apsw)."""
+    if hasattr(conn, "set_trace_callback"):
+        conn.set_trace_callback(record)
+    else:  # apsw
+
+        def tracer(cursor: Any, sql: str, bindings: Any) -> bool:
+            record(sql)
+            return True
+
+        conn.exec_trace = tracer
 
 
 @pytest.fixture

@@ -247,7 +247,9 @@ def test_context_cannot_be_entered_twice(pool: sqlitefair.Pool) -> None:
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork() with threads running (pytest-timeout's)
-def test_fork_child_gets_fresh_connections_and_parent_is_unaffected(pool: sqlitefair.Pool, db_path: Path) -> None:
+def test_fork_child_gets_fresh_connections_and_parent_is_unaffected(
+    pool: sqlitefair.Pool, committed: Callable[..., list[object]]
+) -> None:
     with pool.transaction() as parent_writer:
         parent_writer.execute("insert into t(v) values ('parent-1')")
     with pool.read() as parent_reader:
@@ -281,7 +283,7 @@ def test_fork_child_gets_fresh_connections_and_parent_is_unaffected(pool: sqlite
         conn.execute("insert into t(v) values ('parent-2')")
     with pool.read() as conn:
         assert [r[0] for r in conn.execute("select v from t order by id")] == ["parent-1", "child", "parent-2"]
-    assert sqlite3.connect(db_path).execute("pragma integrity_check").fetchone() == ("ok",)
+    assert committed("pragma integrity_check") == ["ok"]
 
 
 # -- statistics and public surface ------------------------------------------
@@ -298,7 +300,7 @@ def test_stats_count_waits_and_describe_the_environment(pool: sqlitefair.Pool) -
     assert stats.reads.count == 1
     assert 0 <= stats.writes.p50 <= stats.writes.p99 <= stats.writes.max
     assert stats.writes.total >= stats.writes.max
-    assert stats.backend == "sqlite3" and stats.sqlite_version == sqlite3.sqlite_version
+    assert stats.backend == pool.backend.name and stats.sqlite_version == pool.backend.sqlite_version()
     assert stats.gil_enabled == sqlitefair.gil_enabled()
     assert stats.busy_policy == "fair-retry"
     assert (stats.writer_queue, stats.reader_queue, stats.readers_in_use) == (0, 0, 0)
@@ -309,7 +311,8 @@ def test_public_surface_is_pinned() -> None:
         "connect", "Pool", "PoolStats", "WaitStats", "BusyPolicy", "FairRetry", "ConstantRetry",
         "SQLiteBusyTimeout", "Backend", "FairLock", "FairSemaphore", "Permit", "LockStatistics",
         "LockTimeout", "WouldBlock", "SqlitefairError", "PoolTimeout", "PoolClosed",
-        "ConfigurationError", "OpenError", "DEFAULT_PRAGMAS", "gil_enabled", "__version__",
+        "ConfigurationError", "OpenError", "FreeThreadingWarning", "WalResetBugWarning", "DEFAULT_PRAGMAS",
+        "gil_enabled", "has_wal_reset_bug", "__version__",
     }  # fmt: skip
     for name in sqlitefair.__all__:
         assert hasattr(sqlitefair, name), name

@@ -8,11 +8,12 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 from _helpers import Worker, wait_until
 from _workers import hold_write_lock, write_rows
+from conftest import trace_statements
 
 import sqlitefair
 
@@ -26,37 +27,37 @@ def rows(path: Path, sql: str = "select v from t order by id") -> list[object]:
         conn.close()
 
 
-def test_commit_and_rollback(pool: sqlitefair.Pool, db_path: Path) -> None:
+def test_commit_and_rollback(pool: sqlitefair.Pool, committed: Callable[..., list[object]]) -> None:
     with pool.transaction() as conn:
         conn.execute("insert into t(v) values ('kept')")
     with pytest.raises(ZeroDivisionError):
         with pool.transaction() as conn:
             conn.execute("insert into t(v) values ('dropped')")
             1 / 0
-    assert rows(db_path) == ["kept"]
+    assert committed() == ["kept"]
 
 
-def test_sql_error_rolls_back_and_connection_is_reusable(pool: sqlitefair.Pool, db_path: Path) -> None:
-    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+def test_sql_error_rolls_back_and_connection_is_reusable(pool: sqlitefair.Pool, committed: Callable[..., list[object]]) -> None:
+    with pytest.raises(pool.backend.error, match="no such table"):
         with pool.transaction() as conn:
             conn.execute("insert into t(v) values ('dropped')")
             conn.execute("insert into missing values (1)")
     with pool.transaction() as conn:
         conn.execute("insert into t(v) values ('after')")
-    assert rows(db_path) == ["after"]
+    assert committed() == ["after"]
 
 
-def test_keyboard_interrupt_rolls_back_and_releases_the_writer(pool: sqlitefair.Pool, db_path: Path) -> None:
+def test_keyboard_interrupt_rolls_back_and_releases_the_writer(pool: sqlitefair.Pool, committed: Callable[..., list[object]]) -> None:
     with pytest.raises(KeyboardInterrupt):
         with pool.transaction() as conn:
             conn.execute("insert into t(v) values ('dropped')")
             raise KeyboardInterrupt
     with pool.transaction(timeout=1) as conn:
         conn.execute("insert into t(v) values ('after')")
-    assert rows(db_path) == ["after"]
+    assert committed() == ["after"]
 
 
-def test_savepoint_nesting_rolls_back_only_the_inner_part(pool: sqlitefair.Pool, db_path: Path) -> None:
+def test_savepoint_nesting_rolls_back_only_the_inner_part(pool: sqlitefair.Pool, committed: Callable[..., list[object]]) -> None:
     with pool.transaction() as outer:
         outer.execute("insert into t(v) values ('outer-1')")
         with pool.transaction() as inner:
@@ -70,30 +71,30 @@ def test_savepoint_nesting_rolls_back_only_the_inner_part(pool: sqlitefair.Pool,
                 raise ValueError
         outer.execute("insert into t(v) values ('outer-2')")
         # Nothing is visible to others before the outer COMMIT.
-        assert rows(db_path) == []
-    assert rows(db_path) == ["outer-1", "inner-kept", "outer-2"]
+        assert committed() == []
+    assert committed() == ["outer-1", "inner-kept", "outer-2"]
 
 
-def test_error_in_outer_after_nested_success_rolls_everything_back(pool: sqlitefair.Pool, db_path: Path) -> None:
+def test_error_in_outer_after_nested_success_rolls_everything_back(pool: sqlitefair.Pool, committed: Callable[..., list[object]]) -> None:
     with pytest.raises(RuntimeError):
         with pool.transaction() as conn:
             with pool.transaction() as inner:
                 inner.execute("insert into t(v) values ('x')")
             raise RuntimeError
-    assert rows(db_path) == []
+    assert committed() == []
 
 
-def test_every_write_transaction_begins_immediate(make_pool: Callable[..., sqlitefair.Pool], db_path: Path) -> None:
+def test_every_write_transaction_begins_immediate(make_pool: Callable[..., sqlitefair.Pool]) -> None:
     """Trace every statement the writer runs: each BEGIN is BEGIN IMMEDIATE and every write is inside one."""
     statements: list[str] = []
     lock = threading.Lock()
 
-    def trace(conn: sqlite3.Connection, role: str) -> None:
+    def trace(conn: object, role: str) -> None:
         def record(sql: str) -> None:
             with lock:
                 statements.append(sql.strip())
 
-        conn.set_trace_callback(record)
+        trace_statements(conn, record)
 
     pool = make_pool(readers=2, on_connect=trace)
     with pool.transaction() as conn:
@@ -130,7 +131,9 @@ def test_every_write_transaction_begins_immediate(make_pool: Callable[..., sqlit
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_writers_are_served_in_arrival_order(pool: sqlitefair.Pool, db_path: Path, seed: int) -> None:
+def test_writers_are_served_in_arrival_order(
+    pool: sqlitefair.Pool, committed: Callable[..., list[object]], seed: int
+) -> None:
     """Threads queue for the writer in a known random order; their rows must land in that order."""
     order = list(range(10))
     random.Random(seed).shuffle(order)
@@ -148,10 +151,10 @@ def test_writers_are_served_in_arrival_order(pool: sqlitefair.Pool, db_path: Pat
             wait_until(lambda: pool.stats().writer_queue == position + 1, what=f"writer {tag} to queue")
     for w in workers:
         w.finish()
-    assert rows(db_path) == order
+    assert committed() == order
 
 
-def test_releasing_thread_cannot_barge_ahead_of_a_waiter(pool: sqlitefair.Pool, db_path: Path) -> None:
+def test_releasing_thread_cannot_barge_ahead_of_a_waiter(pool: sqlitefair.Pool, committed: Callable[..., list[object]]) -> None:
     def write_waiter() -> None:
         with pool.transaction() as conn:
             conn.execute("insert into t(v) values ('waiter')")
@@ -164,10 +167,10 @@ def test_releasing_thread_cannot_barge_ahead_of_a_waiter(pool: sqlitefair.Pool, 
     with pool.transaction() as conn:  # queues behind the waiter, who already owns the writer
         conn.execute("insert into t(v) values ('again')")
     w.finish()
-    assert rows(db_path) == ["first", "waiter", "again"]
+    assert committed() == ["first", "waiter", "again"]
 
 
-def test_no_lost_or_duplicated_writes_across_threads(pool: sqlitefair.Pool, db_path: Path) -> None:
+def test_no_lost_or_duplicated_writes_across_threads(pool: sqlitefair.Pool, committed: Callable[..., list[object]]) -> None:
     barrier = threading.Barrier(16)
 
     def work(tag: int) -> None:
@@ -182,7 +185,7 @@ def test_no_lost_or_duplicated_writes_across_threads(pool: sqlitefair.Pool, db_p
         w.start()
     for w in workers:
         w.finish()
-    values = rows(db_path)
+    values = committed()
     assert len(values) == 16 * 40
     assert len({v.split(":")[0] for v in values}) == 16 * 40  # type: ignore[union-attr]
     # Each transaction saw exactly the rows committed before it: writes were serialised.
@@ -232,6 +235,7 @@ def test_writer_timeout_names_the_holder(pool: sqlitefair.Pool) -> None:
         holder.finish()
     err = info.value
     assert isinstance(err, sqlite3.OperationalError) and isinstance(err, TimeoutError)
+    assert isinstance(err, pool.backend.error), "catchable as the backend's own error too"
     assert err.waiting_for == "writer"
     assert err.waited is not None and err.waited >= 0.2
     assert err.timeout == 0.2
@@ -242,7 +246,9 @@ def test_writer_timeout_names_the_holder(pool: sqlitefair.Pool) -> None:
     assert pool.stats().write_timeouts == 1
 
 
-def test_busy_timeout_when_another_process_holds_the_lock(pool: sqlitefair.Pool, db_path: Path, tmp_path: Path) -> None:
+def test_busy_timeout_when_another_process_holds_the_lock(
+    pool: sqlitefair.Pool, db_path: Path, tmp_path: Path, committed: Callable[..., list[object]]
+) -> None:
     ready = tmp_path / "ready"
     ctx = multiprocessing.get_context("spawn")
     other = ctx.Process(target=hold_write_lock, args=(str(db_path), 1.5, str(ready)))
@@ -263,7 +269,7 @@ def test_busy_timeout_when_another_process_holds_the_lock(pool: sqlitefair.Pool,
     finally:
         other.join(30)
     assert other.exitcode == 0
-    assert rows(db_path) == ["after"]
+    assert committed() == ["after"]
     stats = pool.stats()
     assert stats.busy_retries > 10 and stats.busy_wait > 0
 
@@ -272,12 +278,15 @@ def test_busy_timeout_when_another_process_holds_the_lock(pool: sqlitefair.Pool,
     "policy", [sqlitefair.FairRetry(), sqlitefair.ConstantRetry(0.001), sqlitefair.SQLiteBusyTimeout()]
 )
 def test_every_busy_policy_waits_out_another_connection(
-    make_pool: Callable[..., sqlitefair.Pool], db_path: Path, policy: sqlitefair.BusyPolicy
+    make_pool: Callable[..., sqlitefair.Pool],
+    other_connection: Callable[[], Any],
+    committed: Callable[..., list[object]],
+    policy: sqlitefair.BusyPolicy,
 ) -> None:
     pool = make_pool(busy_policy=policy, timeout=10)
     with pool.transaction() as conn:
         conn.execute("create table t(v)")
-    other = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    other = other_connection()
     other.execute("BEGIN IMMEDIATE")
     timer = threading.Timer(0.2, lambda: other.execute("COMMIT"))
     timer.start()
@@ -286,5 +295,4 @@ def test_every_busy_policy_waits_out_another_connection(
             conn.execute("insert into t values (1)")
     finally:
         timer.join()
-        other.close()
-    assert rows(db_path, "select v from t") == [1]
+    assert committed("select v from t") == [1]

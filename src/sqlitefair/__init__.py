@@ -16,9 +16,17 @@ from __future__ import annotations
 from types import MappingProxyType
 
 from . import _defaults
-from ._backends import Backend, gil_enabled
+from ._backends import Backend, gil_enabled, has_wal_reset_bug
 from ._busy import BusyPolicy, ConstantRetry, FairRetry, SQLiteBusyTimeout
-from ._errors import ConfigurationError, OpenError, PoolClosed, PoolTimeout, SqlitefairError
+from ._errors import (
+    ConfigurationError,
+    FreeThreadingWarning,
+    OpenError,
+    PoolClosed,
+    PoolTimeout,
+    SqlitefairError,
+    WalResetBugWarning,
+)
 from ._fairlock import FairLock, FairSemaphore, LockStatistics, LockTimeout, Permit, WouldBlock
 from ._pool import Pool, connect
 from ._stats import PoolStats, WaitStats
@@ -49,7 +57,10 @@ __all__ = (
     "PoolClosed",
     "ConfigurationError",
     "OpenError",
+    "FreeThreadingWarning",
+    "WalResetBugWarning",
     "DEFAULT_PRAGMAS",
     "gil_enabled",
+    "has_wal_reset_bug",
     "__version__",
 )

@@ -14,7 +14,7 @@ from typing import Any, Callable
 from ._busy import BusyPolicy, retry_while_busy
 from ._errors import ConfigurationError, PoolTimeout
 
-__all__ = ("Backend", "Sqlite3Backend", "get_backend", "gil_enabled")
+__all__ = ("Backend", "Sqlite3Backend", "get_backend", "gil_enabled", "has_wal_reset_bug", "apsw_sqlite_version")
 
 #: A connection object of whichever binding the pool uses.
 Connection = Any
@@ -121,13 +121,51 @@ class Sqlite3Backend(Backend):
         return sqlite3.sqlite_version
 
 
+def _apsw_backend() -> Backend:
+    try:
+        from ._backend_apsw import ApswBackend
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"backend='apsw' needs the apsw package ({exc}); install it with: pip install 'sqlitefair[apsw]'"
+        ) from exc
+    return ApswBackend()
+
+
 _BACKENDS: dict[str, Callable[[], Backend]] = {
     "sqlite3": Sqlite3Backend,
+    "apsw": _apsw_backend,
 }
 
 
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".")[:3] if part.isdigit())
+
+
+def has_wal_reset_bug(sqlite_version: str) -> bool:
+    """Whether this SQLite has the WAL-reset race (3.7.0 to 3.51.2, except 3.44.6+ and 3.50.7+ backports).
+
+    With two or more connections writing one WAL database, a checkpoint that
+    races a commit can lose committed transactions.  https://sqlite.org/wal.html#walresetbug
+    """
+    v = _version_tuple(sqlite_version)
+    if v >= (3, 51, 3) or (3, 44, 6) <= v < (3, 45) or (3, 50, 7) <= v < (3, 51):
+        return False
+    return v >= (3, 7, 0)
+
+
+def apsw_sqlite_version() -> str | None:
+    """The SQLite version apsw bundles, read from its package metadata without importing it
+    (importing apsw would turn the GIL back on in a free-threaded interpreter)."""
+    from importlib import metadata
+
+    try:
+        return ".".join(metadata.version("apsw").split(".")[:3])
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def get_backend(name: str | Backend) -> Backend:
-    """Return the backend called ``name`` ("sqlite3"), or ``name`` itself if it is one."""
+    """Return the backend called ``name`` ("sqlite3" or "apsw"), or ``name`` itself if it is one."""
     if isinstance(name, Backend):
         return name
     factory = _BACKENDS.get(name) if isinstance(name, str) else None

@@ -1,4 +1,4 @@
-"""The exceptions sqlitefair raises.
+"""The exceptions and warnings sqlitefair raises.
 
 Each subclasses the standard exception that existing code already catches:
 a :class:`PoolTimeout` is a ``sqlite3.OperationalError`` (like SQLite's own
@@ -11,7 +11,15 @@ from __future__ import annotations
 
 import sqlite3
 
-__all__ = ("SqlitefairError", "PoolTimeout", "PoolClosed", "ConfigurationError", "OpenError")
+__all__ = (
+    "SqlitefairError",
+    "PoolTimeout",
+    "PoolClosed",
+    "ConfigurationError",
+    "OpenError",
+    "FreeThreadingWarning",
+    "WalResetBugWarning",
+)
 
 
 class SqlitefairError(Exception):
@@ -61,3 +69,11 @@ class ConfigurationError(SqlitefairError, ValueError):
 
 class OpenError(SqlitefairError, sqlite3.OperationalError):
     """The database file could not be opened or set up (missing directory, not a database, ...)."""
+
+
+class FreeThreadingWarning(RuntimeWarning):
+    """A choice (the apsw backend) turned the GIL back on in a free-threaded interpreter."""
+
+
+class WalResetBugWarning(RuntimeWarning):
+    """The linked SQLite has the WAL-reset bug and several connections write this database."""

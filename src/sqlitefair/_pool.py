@@ -26,14 +26,15 @@ import os
 import re
 import threading
 import time
+import warnings
 import weakref
 from types import TracebackType
 from typing import Any, Callable, Mapping
 
 from . import _defaults
-from ._backends import Backend, Connection, gil_enabled, get_backend
+from ._backends import Backend, Connection, apsw_sqlite_version, get_backend, gil_enabled, has_wal_reset_bug
 from ._busy import BusyPolicy, BusyTimeout, FairRetry, retry_while_busy
-from ._errors import ConfigurationError, OpenError, PoolClosed, PoolTimeout, SqlitefairError
+from ._errors import ConfigurationError, OpenError, PoolClosed, PoolTimeout, SqlitefairError, WalResetBugWarning
 from ._fairlock import FairLock, FairSemaphore, LockStatistics, LockTimeout, Permit
 from ._stats import PoolStats, StatsRecorder
 
@@ -213,6 +214,8 @@ class Pool:
             raise ConfigurationError(f"busy_policy must be a sqlitefair.BusyPolicy, got {busy_policy!r}")
         self._policy = busy_policy
         self._backend = get_backend(backend)
+        self._sqlite_version = self._backend.sqlite_version()
+        self._warn_wal_reset = has_wal_reset_bug(self._sqlite_version)
         if on_connect is not None and not callable(on_connect):
             raise ConfigurationError(f"on_connect must be callable, got {on_connect!r}")
         self._on_connect = on_connect
@@ -221,6 +224,8 @@ class Pool:
         self._closed = False
         self._close_lock = threading.Lock()
         self._state = _ProcessState(readers)
+        self._created_pid = self._state.pid
+        self._check_one_sqlite_library()
         # Open and set up the writer once, so that a bad path, a non-database
         # file or an unknown pragma fails here, then close it again: a pool
         # created before a fork hands no open connection to the children.
@@ -286,7 +291,8 @@ class Pool:
         return PoolStats(
             path=self._name,
             backend=self._backend.name,
-            sqlite_version=self._backend.sqlite_version(),
+            sqlite_version=self._sqlite_version,
+            wal_reset_bug=has_wal_reset_bug(self._sqlite_version),
             gil_enabled=gil_enabled(),
             busy_policy=self._policy.name,
             readers=self._readers,
@@ -453,6 +459,48 @@ class Pool:
         self._close_lock = threading.Lock()
         self._stats = StatsRecorder()
 
+    def _check_one_sqlite_library(self) -> None:
+        """Refuse a second SQLite library on a file this process already uses through another backend.
+
+        The stdlib's SQLite and apsw's bundled copy do not see each other's
+        POSIX locks, and closing a file through one drops the other's locks:
+        the two can corrupt the database.
+        https://www.sqlite.org/howtocorrupt.html#multiple_copies_of_sqlite_linked_into_the_same_application
+        """
+        if self._uri:
+            return
+        here = os.path.realpath(self._target)
+        with _registry_lock:
+            others = [p for p in _live_pools if p._backend.name != self._backend.name and not p._uri]
+        for other in others:
+            if os.path.realpath(other._target) == here:
+                raise ConfigurationError(
+                    f"{self._name!r} is already open in this process through the {other._backend.name!r} "
+                    f"backend; opening it through {self._backend.name!r} too would mix two copies of SQLite, "
+                    "which do not see each other's locks and can corrupt the file. Use one backend per file "
+                    "per process."
+                )
+
+    def _saw_other_writer(self) -> None:
+        """Another connection (another process, or a fork) writes this file too: warn once
+        if the linked SQLite can then lose committed writes (the WAL-reset bug)."""
+        if not self._warn_wal_reset:
+            return
+        self._warn_wal_reset = False
+        fixed = apsw_sqlite_version()
+        if self._backend.name != "apsw" and fixed and not has_wal_reset_bug(fixed):
+            advice = f"use backend='apsw' (it bundles SQLite {fixed}, which is fixed)"
+        else:
+            advice = "use an SQLite of 3.51.3 or later (3.50.7+ and 3.44.6+ have the fix too), e.g. backend='apsw' with a current apsw"
+        warnings.warn(
+            f"SQLite {self._sqlite_version} ({self._backend.name} backend) has the WAL-reset bug: when several "
+            f"connections write one WAL database, a checkpoint racing a commit can lose committed transactions, "
+            f"and another connection is writing {self._name!r}. To be safe, {advice}. "
+            "See https://sqlite.org/wal.html#walresetbug",
+            WalResetBugWarning,
+            stacklevel=3,
+        )
+
     def _check_open(self) -> None:
         if self._closed:
             raise PoolClosed(f"the pool for {self._name!r} is closed; create a new one with sqlitefair.connect()")
@@ -559,6 +607,8 @@ class _Transaction:
             raise
         now = time.monotonic()
         pool._stats.write_served(now - start, retries, now - queued_until if retries else 0.0)
+        if retries or state.pid != pool._created_pid:
+            pool._saw_other_writer()
         self._permit = permit
         self._conn = conn
         local.depth = 1

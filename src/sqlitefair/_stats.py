@@ -38,6 +38,8 @@ class PoolStats:
     path: str
     backend: str
     sqlite_version: str
+    #: The linked SQLite can lose writes when several processes write (https://sqlite.org/wal.html#walresetbug).
+    wal_reset_bug: bool
     gil_enabled: bool
     busy_policy: str
     readers: int
