@@ -92,6 +92,15 @@ class Sqlite3Backend(Backend):
     def execute(self, conn: sqlite3.Connection, sql: str) -> None:
         conn.execute(sql).close()
 
+    def begin(self, conn: sqlite3.Connection, sql: str, policy: BusyPolicy, deadline: float | None) -> int:
+        try:  # the uncontended case without the retry machinery: it is on every transaction's path
+            conn.execute(sql)
+            return 0
+        except sqlite3.OperationalError as exc:
+            if not self.is_busy(exc):
+                raise
+        return 1 + super().begin(conn, sql, policy, deadline)
+
     def query_one(self, conn: sqlite3.Connection, sql: str) -> tuple[Any, ...] | None:
         cursor = conn.execute(sql)
         try:

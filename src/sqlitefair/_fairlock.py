@@ -44,16 +44,22 @@ class LockTimeout(Exception):
         self.statistics = statistics
 
 
-@dataclass(frozen=True, eq=False)
 class Permit:
     """One held permit: which thread was granted it and when (``time.monotonic()``).
 
-    Permits compare by identity, so the same thread may hold several.
+    Permits compare by identity, so the same thread may hold several.  (A plain
+    slotted class: it is made on every acquire, on the pool's hot path.)
     """
 
-    thread_ident: int
-    thread_name: str
-    since: float
+    __slots__ = ("thread_ident", "thread_name", "since")
+
+    def __init__(self, thread_ident: int, thread_name: str, since: float) -> None:
+        self.thread_ident = thread_ident
+        self.thread_name = thread_name
+        self.since = since
+
+    def __repr__(self) -> str:
+        return f"Permit(thread_ident={self.thread_ident}, thread_name={self.thread_name!r}, since={self.since})"
 
 
 @dataclass(frozen=True)
