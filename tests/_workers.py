@@ -47,3 +47,68 @@ def hold_write_lock(path: str, seconds: float, ready_path: str) -> None:
     time.sleep(seconds)
     conn.execute("COMMIT")
     conn.close()
+
+
+def crash_writer(path: str, log_path: str, stop_at: float) -> None:
+    """Write numbered rows until ``stop_at``, logging 'begin N' before and 'ok N' after each commit.
+
+    The parent kills some of these with SIGKILL in the middle of a transaction.
+    Each line is flushed with os.write, so the log survives the kill.
+    """
+    pool = sqlitefair.connect(path, readers=1, timeout=30)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    seq = 0
+    while time.time() < stop_at:
+        key = f"{os.getpid()}-{seq}"
+        os.write(fd, f"begin {key}\n".encode())
+        try:
+            with pool.transaction() as conn:
+                conn.execute("insert into log(key) values (?)", (key,))
+                time.sleep(0.002)  # a transaction long enough for a kill to land inside it
+                conn.execute("update counter set n = n + 1")
+        except Exception as exc:  # noqa: BLE001
+            os.write(fd, f"failed {key} {exc!r}\n".encode())
+        else:
+            os.write(fd, f"ok {key}\n".encode())
+        seq += 1
+    waited = pool.stats().writes.max
+    os.write(fd, f"maxwait {waited}\n".encode())
+    os.close(fd)
+    pool.close()
+
+
+def transfer_money(path: str, worker: str, threads: int, transfers: int, accounts: int, start_at: float) -> int:
+    """Move random amounts between accounts; return how many transfers committed."""
+    import random
+    import threading
+
+    pool = sqlitefair.connect(path, readers=2, timeout=60)
+    done = [0] * threads
+    while time.time() < start_at:
+        time.sleep(0.001)
+
+    def work(t: int) -> None:
+        rng = random.Random(f"{worker}-{t}")
+        for i in range(transfers):
+            a, b = rng.sample(range(accounts), 2)
+            amount = rng.randint(1, 50)
+            with pool.transaction() as conn:
+                (balance,) = conn.execute("select balance from accounts where id = ?", (a,)).fetchone()
+                if balance < amount:
+                    continue
+                conn.execute("update accounts set balance = balance - ? where id = ?", (amount, a))
+                conn.execute("update accounts set balance = balance + ? where id = ?", (amount, b))
+                conn.execute("insert into transfers(id, src, dst, amount) values (?, ?, ?, ?)", (f"{worker}-{t}-{i}", a, b, amount))
+            done[t] += 1
+            with pool.read() as conn:  # readers always see a consistent total
+                (total,) = conn.execute("select sum(balance) from accounts").fetchone()
+                if total != accounts * 1000:
+                    raise AssertionError(f"reader saw total {total}")
+
+    workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+    pool.close()
+    return sum(done)

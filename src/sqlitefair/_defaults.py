@@ -17,6 +17,10 @@ TIMEOUT: float = 5.0
 #: Read-only connections per pool.
 READERS: int = 4
 
+#: Seconds between checks that the database path still names the file the pool opened
+#: (SQLite keeps writing to a deleted or replaced file in WAL mode; those writes would be lost).
+FILE_CHECK_INTERVAL: float = 0.05
+
 #: Percentiles in :meth:`Pool.stats` are over this many most recent waits.
 STATS_WINDOW: int = 65536
 

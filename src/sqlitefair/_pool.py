@@ -168,6 +168,15 @@ def _database_target(path: object) -> tuple[str, bool, str]:
     return text, False, os.path.abspath(text)
 
 
+def _file_identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of ``path``, or None if it does not exist."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 def _explain_open_error(exc: BaseException, name: str, role: str) -> str:
     """A message saying why ``name`` could not be opened, and what to do."""
     text = str(exc)
@@ -232,6 +241,8 @@ class Pool:
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
         conn = self._open("writer", deadline, check_pragma_names=True)
         self._discard(self._state, conn)
+        self._file_identity = None if self._uri else _file_identity(self._target)
+        self._identity_checked_at = time.monotonic()
         with _registry_lock:
             _live_pools.add(self)
 
@@ -379,6 +390,7 @@ class Pool:
             # Readers rarely see SQLITE_BUSY in WAL mode (only around recovery);
             # SQLite's own handler covers that.
             busy_timeout = 1e6 if self._timeout is None else self._timeout
+        self._check_same_file(force=True)
         try:
             conn = backend.connect(self._target, uri=self._uri, busy_timeout=busy_timeout)
         except Exception as exc:
@@ -458,6 +470,30 @@ class Pool:
         self._state = _ProcessState(self._readers)
         self._close_lock = threading.Lock()
         self._stats = StatsRecorder()
+
+    def _check_same_file(self, *, force: bool = False) -> None:
+        """Fail if the database path no longer names the file this pool opened.
+
+        In WAL mode SQLite keeps writing to a deleted or replaced database
+        file, and new connections would open the new file: commits would be
+        lost or split between two files.  Checked on every new connection and,
+        at most every ``FILE_CHECK_INTERVAL`` seconds, before a write.
+        """
+        if getattr(self, "_file_identity", None) is None:
+            return  # URI targets, and the first open in __init__
+        now = time.monotonic()
+        if not force and now - self._identity_checked_at < _defaults.FILE_CHECK_INTERVAL:
+            return
+        self._identity_checked_at = now
+        current = _file_identity(self._target)
+        if current != self._file_identity:
+            what = "deleted" if current is None else "replaced by another file"
+            raise OpenError(
+                f"{self._name!r} was {what} while this pool had it open; sqlitefair stopped using it so "
+                "that no write goes to a file nobody will read. Restore the file or create a new pool "
+                "with sqlitefair.connect() (writes committed in the last "
+                f"{_defaults.FILE_CHECK_INTERVAL:g} s before the change may be in the old file)."
+            )
 
     def _check_one_sqlite_library(self) -> None:
         """Refuse a second SQLite library on a file this process already uses through another backend.
@@ -590,6 +626,7 @@ class _Transaction:
         try:
             if state.shut_down:
                 pool._check_open()
+            pool._check_same_file()
             conn = state.writer_conn
             if conn is None:
                 conn = state.writer_conn = pool._open("writer", deadline)

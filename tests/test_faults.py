@@ -1,0 +1,152 @@
+"""Faults: disk full, file deleted or replaced, corrupt pages, a WAL left by a crash.
+
+Each must give a clear error and leave the file no worse than it was.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from _helpers import tmpfs_mount
+
+import sqlitefair
+from sqlitefair import _defaults
+
+
+def integrity(path: Path) -> str:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("pragma integrity_check").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_disk_full_rolls_back_and_the_pool_recovers(tmp_path: Path) -> None:
+    folder = tmp_path / "small"
+    with tmpfs_mount(folder, size="1m"):
+        path = folder / "full.db"
+        ballast = folder / "ballast"
+        pool = sqlitefair.connect(path, pragmas={"mmap_size": 0})
+        with pool.transaction() as conn:
+            conn.execute("create table t(id integer primary key, blob)")
+        blob = os.urandom(16 * 1024)
+        ballast.write_bytes(b"\0" * 256 * 1024)
+        committed = 0
+        with pytest.raises(sqlite3.OperationalError, match="disk is full|disk I/O error") as info:
+            for _ in range(200):
+                with pool.transaction() as conn:
+                    for _ in range(4):
+                        conn.execute("insert into t(blob) values (?)", (blob,))
+                committed += 4
+        assert committed > 0
+        assert not isinstance(info.value, sqlitefair.PoolTimeout)
+        ballast.unlink()  # free some space: the pool carries on
+        with pool.transaction() as conn:
+            conn.execute("insert into t(blob) values (x'00')")
+        with pool.read() as conn:  # the failed transaction left nothing behind
+            assert conn.execute("select count(*) from t").fetchone()[0] == committed + 1
+        pool.close()
+        assert integrity(path) == "ok"
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_database_deleted_or_replaced_while_open_is_a_clear_error(tmp_path: Path, how: str) -> None:
+    path = tmp_path / "app.db"
+    pool = sqlitefair.connect(path)
+    with pool.transaction() as conn:
+        conn.execute("create table t(v)")
+        conn.execute("insert into t values ('before')")
+    if how == "deleted":
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    else:
+        other = tmp_path / "other.db"
+        sqlite3.connect(other).execute("create table elsewhere(v)").connection.close()
+        os.replace(other, path)
+    files = sorted(tmp_path.iterdir())
+    contents = {f: f.read_bytes() for f in files if not f.name.endswith("-shm")}
+    time.sleep(_defaults.FILE_CHECK_INTERVAL * 2)
+    with pytest.raises(sqlitefair.OpenError, match=f"was {how}") as info:
+        with pool.transaction() as conn:
+            conn.execute("insert into t values ('lost?')")
+    assert "create a new pool" in str(info.value)
+    with pytest.raises(sqlitefair.OpenError, match=f"was {how}"):
+        with pool.read():
+            pass
+    pool.close()
+    # Nothing was created, and no file at these paths was written to.
+    assert sorted(tmp_path.iterdir()) == files
+    assert {f: f.read_bytes() for f in contents} == contents
+
+
+def test_corrupt_page_is_a_clear_error_and_nothing_is_written(tmp_path: Path) -> None:
+    path = tmp_path / "corrupt.db"
+    seed = sqlite3.connect(path)
+    seed.execute("create table t(id integer primary key, v text)")
+    seed.executemany("insert into t(v) values (?)", [("x" * 500,) for _ in range(200)])
+    seed.commit()
+    seed.close()
+    page_size = 4096
+    with open(path, "r+b") as f:  # scribble over a b-tree page in the middle of the table
+        f.seek(page_size * 5)
+        f.write(b"\xff" * page_size)
+    before = path.read_bytes()
+    pool = sqlitefair.connect(path, pragmas={"journal_mode": None})  # keep the file's own journal mode
+    with pytest.raises(sqlite3.DatabaseError, match="malformed"):
+        with pool.read() as conn:
+            conn.execute("select count(*), sum(length(v)) from t").fetchone()
+    with pytest.raises(sqlite3.DatabaseError, match="malformed"):
+        with pool.transaction() as conn:
+            conn.execute("update t set v = 'y'")
+    # The writer is still usable for statements that do not touch the bad page.
+    with pool.transaction() as conn:
+        conn.execute("select 1").fetchone()
+    pool.close()
+    assert path.read_bytes() == before
+
+
+def crash_after_commit(path: str) -> None:
+    """Commit through a pool, then die without closing anything (the WAL stays behind)."""
+    pool = sqlitefair.connect(path, pragmas={"wal_autocheckpoint": 0})
+    with pool.transaction() as conn:
+        conn.execute("insert into t values ('from the crashed process')")
+    os._exit(0)
+
+
+def test_wal_left_over_from_a_crash_is_recovered(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    with sqlitefair.connect(path) as pool, pool.transaction() as conn:
+        conn.execute("create table t(v)")
+    process = multiprocessing.get_context("spawn").Process(target=crash_after_commit, args=(str(path),))
+    process.start()
+    process.join(30)
+    assert process.exitcode == 0
+    wal = Path(f"{path}-wal")
+    assert wal.exists() and wal.stat().st_size > 0, "the crashed process should leave its WAL behind"
+    saved = tmp_path / "copy"
+    saved.mkdir()
+    for suffix in ("", "-wal"):  # like after a power loss: no -shm, only the files on disk
+        shutil.copy(f"{path}{suffix}", f"{saved / 'app.db'}{suffix}")
+    for target in (path, saved / "app.db"):
+        with sqlitefair.connect(target) as pool, pool.read() as conn:
+            assert conn.execute("select v from t").fetchall() == [("from the crashed process",)]
+        assert integrity(target) == "ok"
+
+
+def test_read_only_database_file_is_a_clear_error(tmp_path: Path) -> None:
+    folder = tmp_path / "ro"
+    with tmpfs_mount(folder) as make_read_only:
+        path = folder / "app.db"
+        with sqlitefair.connect(path) as pool, pool.transaction() as conn:
+            conn.execute("create table t(v)")
+        before = path.read_bytes()
+        make_read_only()
+        with pytest.raises(sqlitefair.OpenError, match="cannot open"):
+            sqlitefair.connect(path)
+        assert path.read_bytes() == before

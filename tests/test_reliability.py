@@ -1,0 +1,133 @@
+"""Crashes and invariants: SIGKILL in the middle of transactions, interrupts while queued, bank transfers."""
+
+from __future__ import annotations
+
+import _thread
+import multiprocessing
+import os
+import random
+import signal
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from _helpers import Worker, wait_until
+from _workers import crash_writer, transfer_money
+
+import sqlitefair
+
+pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
+
+
+def test_sigkill_in_the_middle_of_transactions_loses_nothing_that_committed(tmp_path: Path) -> None:
+    path = tmp_path / "crash.db"
+    log = tmp_path / "writes.log"
+    with sqlitefair.connect(path) as pool, pool.transaction() as conn:
+        conn.execute("create table log(id integer primary key, key text unique)")
+        conn.execute("create table counter(n int)")
+        conn.execute("insert into counter values (0)")
+    ctx = multiprocessing.get_context("spawn")
+    stop_at = time.time() + 6.0
+    survivors = [ctx.Process(target=crash_writer, args=(str(path), str(log), stop_at)) for _ in range(2)]
+    for p in survivors:
+        p.start()
+    rng = random.Random(7)
+    killed = 0
+    while time.time() < stop_at - 1.0:
+        victim = ctx.Process(target=crash_writer, args=(str(path), str(log), stop_at))
+        victim.start()
+        time.sleep(0.6 + rng.random() * 0.3)  # spawn start-up, then some writes
+        os.kill(victim.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        victim.join(10)
+        killed += 1
+    for p in survivors:
+        p.join(60)
+        assert p.exitcode == 0
+    assert killed >= 3
+
+    lines = log.read_text().splitlines()
+    begun = {line.split()[1] for line in lines if line.startswith("begin ")}
+    ok = {line.split()[1] for line in lines if line.startswith("ok ")}
+    failed = [line for line in lines if line.startswith("failed ")]
+    max_waits = [float(line.split()[1]) for line in lines if line.startswith("maxwait ")]
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("pragma integrity_check").fetchone() == ("ok",)
+        in_db = {row[0] for row in conn.execute("select key from log")}
+        (counter,) = conn.execute("select n from counter").fetchone()
+    finally:
+        conn.close()
+    assert failed == [], failed[:3]
+    assert ok <= in_db, f"{len(ok - in_db)} transactions reported committed are missing"
+    assert in_db <= begun
+    # Only a killed process's last transaction may be in the database without its "ok".
+    assert len(in_db - ok) <= killed
+    assert counter == len(in_db), "a transaction was applied partially"
+    assert len(max_waits) == len(survivors)
+    assert max(max_waits) < 30, "a survivor stalled up to its timeout"
+
+
+def test_keyboard_interrupt_while_queued_for_the_writer(db_path: Path) -> None:
+    """A real SIGINT delivered while the main thread waits in the queue leaves the pool consistent."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals go to the main thread")
+    pool = sqlitefair.connect(db_path, timeout=30)
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with pool.transaction() as conn:
+            conn.execute("create table t(v)")
+            held.set()
+            release.wait(20)
+
+    holder = Worker(hold)
+    holder.start()
+    assert held.wait(10)
+
+    def interrupt_once_queued() -> None:
+        wait_until(lambda: pool.stats().writer_queue == 1)
+        _thread.interrupt_main()  # raises KeyboardInterrupt in the main thread
+
+    interrupter = Worker(interrupt_once_queued)
+    interrupter.start()
+    with pytest.raises(KeyboardInterrupt):
+        with pool.transaction():
+            pytest.fail("should have been interrupted while queued")
+    interrupter.finish()
+    assert pool.stats().writer_queue == 0
+    release.set()
+    holder.finish()
+    with pool.transaction(timeout=5) as conn:
+        conn.execute("insert into t values (1)")
+    pool.close()
+
+
+def test_bank_transfers_across_threads_and_processes_keep_the_total(tmp_path: Path) -> None:
+    path = tmp_path / "bank.db"
+    accounts = 10
+    with sqlitefair.connect(path) as pool, pool.transaction() as conn:
+        conn.execute("create table accounts(id integer primary key, balance int not null check (balance >= 0))")
+        conn.execute("create table transfers(id text primary key, src int, dst int, amount int)")
+        conn.executemany("insert into accounts values (?, 1000)", [(i,) for i in range(accounts)])
+    ctx = multiprocessing.get_context("spawn")
+    start_at = time.time() + 2.0
+    with ctx.Pool(3) as mp:
+        results = [
+            mp.apply_async(transfer_money, (str(path), f"p{p}", 4, 60, accounts, start_at)) for p in range(3)
+        ]
+        local = transfer_money(str(path), "main", 4, 60, accounts, start_at)  # this process too
+        committed = local + sum(r.get(timeout=120) for r in results)
+    conn = sqlite3.connect(path)
+    try:
+        (total,) = conn.execute("select sum(balance) from accounts").fetchone()
+        (count,) = conn.execute("select count(*) from transfers").fetchone()
+        (moved_out,) = conn.execute("select coalesce(sum(amount), 0) from transfers").fetchone()
+        assert conn.execute("pragma integrity_check").fetchone() == ("ok",)
+    finally:
+        conn.close()
+    assert total == accounts * 1000
+    assert count == committed  # each transfer applied exactly once (ids are primary keys)
+    assert moved_out > 0
