@@ -131,3 +131,53 @@ def test_bank_transfers_across_threads_and_processes_keep_the_total(tmp_path: Pa
     assert total == accounts * 1000
     assert count == committed  # each transfer applied exactly once (ids are primary keys)
     assert moved_out > 0
+
+
+def run_constant_readers(pool: sqlitefair.Pool, commits: int) -> int:
+    """Commit ``commits`` small rows while three threads read all the time; return the largest WAL seen."""
+    stop = threading.Event()
+    largest = 0
+
+    def read() -> None:
+        while not stop.is_set():
+            with pool.read() as conn:
+                conn.execute("select count(*), sum(length(v)) from t").fetchone()
+
+    readers = [Worker(read) for _ in range(3)]
+    for r in readers:
+        r.start()
+    wait_until(lambda: pool.stats().readers_open == 3)
+    try:
+        for _ in range(commits):
+            with pool.transaction() as conn:
+                conn.execute("insert into t(v) values (randomblob(300))")
+            largest = max(largest, pool.stats().wal_bytes)
+    finally:
+        stop.set()
+        for r in readers:
+            r.finish()
+    return largest
+
+
+@pytest.mark.parametrize("limit", [None, 512 * 1024])
+def test_wal_stays_bounded_under_constant_readers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int | None
+) -> None:
+    """Without wal_limit the WAL of a busy database grows without bound (checkpoint starvation);
+    with it, sqlitefair keeps the WAL near the limit."""
+    monkeypatch.setattr(sqlitefair._defaults, "WAL_CHECK_INTERVAL", 0.0)  # look after every commit
+    monkeypatch.setattr(sqlitefair._defaults, "CHECKPOINT_READER_WAIT", 5.0)
+    pool = sqlitefair.connect(tmp_path / "wal.db", readers=3, wal_limit=limit, pragmas={"journal_size_limit": -1})
+    with pool.transaction() as conn:
+        conn.execute("create table t(id integer primary key, v blob)")
+        conn.executemany("insert into t(v) values (randomblob(300))", [()] * 20000)
+    largest = run_constant_readers(pool, 3000)
+    stats = pool.stats()
+    pool.close()
+    if limit is None:
+        assert largest > 4 * 1024 * 1024, f"expected starvation to grow the WAL, largest {largest}"
+        assert stats.checkpoints == 0
+    else:
+        assert stats.checkpoints > 0
+        # One commit's pages beyond the limit, plus a transaction's worth of slack.
+        assert largest < limit + 256 * 1024, f"WAL reached {largest} bytes with wal_limit={limit}"

@@ -21,6 +21,18 @@ READERS: int = 4
 #: (SQLite keeps writing to a deleted or replaced file in WAL mode; those writes would be lost).
 FILE_CHECK_INTERVAL: float = 0.05
 
+#: When the WAL file outgrows this many bytes, the writer briefly pauses this pool's
+#: readers and checkpoints with TRUNCATE: under constant readers SQLite's own
+#: auto-checkpoint can never restart the WAL, and it grows without bound.
+WAL_LIMIT: int = 64 * 1024 * 1024
+
+#: Seconds between looks at the WAL's size (a stat() call) after commits.
+WAL_CHECK_INTERVAL: float = 0.5
+
+#: Seconds the writer waits for in-flight reads to finish before such a checkpoint;
+#: if they take longer it skips this one and tries again later.
+CHECKPOINT_READER_WAIT: float = 0.25
+
 #: Percentiles in :meth:`Pool.stats` are over this many most recent waits.
 STATS_WINDOW: int = 65536
 

@@ -211,8 +211,13 @@ class Pool:
         busy_policy: BusyPolicy | None = None,
         backend: str | Backend = "sqlite3",
         on_connect: OnConnect | None = None,
+        wal_limit: int | None = _defaults.WAL_LIMIT,
     ) -> None:
         self._target, self._uri, self._name = _database_target(path)
+        if wal_limit is not None and (isinstance(wal_limit, bool) or not isinstance(wal_limit, int) or wal_limit < 0):
+            raise ConfigurationError(f"wal_limit must be an int >= 0 (bytes) or None, got {wal_limit!r}")
+        self._wal_limit = wal_limit
+        self._next_wal_check = 0.0
         if isinstance(readers, bool) or not isinstance(readers, int) or readers < 1:
             raise ConfigurationError(f"readers must be an int >= 1, got {readers!r}")
         self._timeout = _check_timeout(timeout)
@@ -293,7 +298,6 @@ class Pool:
 
     def stats(self) -> PoolStats:
         """A snapshot of counts and wait times (see :class:`PoolStats`)."""
-        writes, reads, retries, busy_wait, write_timeouts, read_timeouts = self._stats.snapshot()
         state = self._state
         writer = state.writer_lock.statistics()
         slots = state.reader_slots.statistics()
@@ -307,12 +311,8 @@ class Pool:
             gil_enabled=gil_enabled(),
             busy_policy=self._policy.name,
             readers=self._readers,
-            writes=writes,
-            reads=reads,
-            busy_retries=retries,
-            busy_wait=busy_wait,
-            write_timeouts=write_timeouts,
-            read_timeouts=read_timeouts,
+            wal_bytes=self._wal_bytes(),
+            **self._stats.snapshot(),  # type: ignore[arg-type]
             writer_queue=writer.waiting,
             reader_queue=slots.waiting,
             readers_in_use=slots.held,
@@ -471,6 +471,53 @@ class Pool:
         self._close_lock = threading.Lock()
         self._stats = StatsRecorder()
 
+    def _wal_bytes(self) -> int:
+        if self._uri:
+            return 0
+        try:
+            return os.path.getsize(self._target + "-wal")
+        except OSError:
+            return 0
+
+    def _maybe_checkpoint(self, state: _ProcessState, conn: Connection) -> None:
+        """After a commit, with the writer held: keep the WAL below ``wal_limit``.
+
+        SQLite's auto-checkpoint copies pages back but can only restart the WAL
+        when no reader is using it; with readers always active it never can,
+        and the WAL grows without bound.  So when the WAL is too large, wait
+        (briefly, FIFO) until this pool's readers are all idle, hold them off,
+        and checkpoint with TRUNCATE.  Readers of other processes can still
+        keep it from completing; then it is tried again later.
+        """
+        now = time.monotonic()
+        if self._wal_limit is None or now < self._next_wal_check:
+            return
+        self._next_wal_check = now + _defaults.WAL_CHECK_INTERVAL
+        if self._wal_bytes() <= self._wal_limit:
+            return
+        slots = state.reader_slots
+        if slots.held_by_current_thread():  # would wait for ourselves
+            self._stats.add("checkpoints_skipped")
+            return
+        permits: list[Permit] = []
+        deadline = now + _defaults.CHECKPOINT_READER_WAIT
+        try:
+            for _ in range(slots.capacity):
+                permits.append(slots.acquire(max(0.0, deadline - time.monotonic())))
+        except LockTimeout:
+            self._stats.add("checkpoints_skipped")
+            log.debug("skipped a WAL checkpoint of %s: readers busy for %.2f s", self._name, _defaults.CHECKPOINT_READER_WAIT)
+        else:
+            try:
+                row = self._backend.query_one(conn, "PRAGMA wal_checkpoint(TRUNCATE)")
+            except self._backend.error:  # the commit stands; the next look tries again
+                log.warning("WAL checkpoint of %s failed", self._name, exc_info=True)
+                row = None
+            self._stats.add("checkpoints" if row and not row[0] else "checkpoints_skipped")
+        finally:
+            for permit in permits:
+                slots.release(permit)
+
     def _check_same_file(self, *, force: bool = False) -> None:
         """Fail if the database path no longer names the file this pool opened.
 
@@ -547,7 +594,7 @@ class Pool:
         try:
             return semaphore.acquire(timeout)
         except LockTimeout as exc:
-            self._stats.timed_out("write" if what == "writer" else "read")
+            self._stats.add("write_timeouts" if what == "writer" else "read_timeouts")
             raise self._queue_timeout(what, exc.waited, timeout, exc.statistics) from None
 
     def _queue_timeout(self, what: str, waited: float, timeout: float | None, stats: LockStatistics) -> PoolTimeout:
@@ -637,7 +684,8 @@ class _Transaction:
             try:
                 retries = backend.begin(conn, "BEGIN IMMEDIATE", pool._policy, deadline)
             except BusyTimeout as exc:
-                pool._stats.timed_out("write", exc.retries)
+                pool._stats.add("write_timeouts")
+                pool._stats.add("busy_retries", exc.retries)
                 raise pool._busy_timeout("write lock", exc, start, deadline) from exc.__cause__
         except BaseException:
             state.writer_lock.release(permit)
@@ -664,6 +712,7 @@ class _Transaction:
         try:
             if exc_type is None:
                 self._commit()
+                pool._maybe_checkpoint(state, conn)
             else:
                 self._rollback()
         finally:
@@ -705,7 +754,8 @@ class _Transaction:
             backend.begin(conn, "COMMIT", pool._policy, deadline)
         except BusyTimeout as exc:
             self._rollback()
-            pool._stats.timed_out("write", exc.retries)
+            pool._stats.add("write_timeouts")
+            pool._stats.add("busy_retries", exc.retries)
             raise pool._busy_timeout("commit", exc, start, deadline) from exc.__cause__
         except BaseException:
             self._rollback()
@@ -797,6 +847,7 @@ def connect(
     busy_policy: BusyPolicy | None = None,
     backend: str | Backend = "sqlite3",
     on_connect: OnConnect | None = None,
+    wal_limit: int | None = _defaults.WAL_LIMIT,
 ) -> Pool:
     """Open a fair pool for the SQLite database at ``path`` (created if missing).
 
@@ -809,6 +860,8 @@ def connect(
     * ``backend``: ``"sqlite3"`` (the standard library).
     * ``on_connect(conn, role)``: called for every new connection, e.g. to
       register functions or a trace callback.
+    * ``wal_limit``: bytes of WAL after which the writer pauses this pool's
+      readers for a moment and checkpoints (``None``: never; see the guide).
 
     The file is opened once here so that mistakes fail early, then closed:
     connections are opened lazily, so a pool made before ``os.fork()`` hands
@@ -822,4 +875,5 @@ def connect(
         busy_policy=busy_policy,
         backend=backend,
         on_connect=on_connect,
+        wal_limit=wal_limit,
     )

@@ -49,6 +49,10 @@ class PoolStats:
     busy_wait: float
     write_timeouts: int
     read_timeouts: int
+    #: WAL checkpoints sqlitefair ran because the WAL outgrew ``wal_limit``, and ones it had to skip.
+    checkpoints: int
+    checkpoints_skipped: int
+    wal_bytes: int
     writer_queue: int
     reader_queue: int
     readers_in_use: int
@@ -91,36 +95,32 @@ class StatsRecorder:
         self._lock = threading.Lock()
         self._writes = _WaitSeries(window)
         self._reads = _WaitSeries(window)
-        self.busy_retries = 0
-        self.busy_wait = 0.0
-        self.write_timeouts = 0
-        self.read_timeouts = 0
+        self._counts = {
+            "busy_retries": 0,
+            "busy_wait": 0.0,
+            "write_timeouts": 0,
+            "read_timeouts": 0,
+            "checkpoints": 0,
+            "checkpoints_skipped": 0,
+        }
 
     def write_served(self, waited: float, busy_retries: int, busy_wait: float) -> None:
         with self._lock:
             self._writes.add(waited)
-            self.busy_retries += busy_retries
-            self.busy_wait += busy_wait
+            if busy_retries:
+                self._counts["busy_retries"] += busy_retries
+                self._counts["busy_wait"] += busy_wait
 
     def read_served(self, waited: float) -> None:
         with self._lock:
             self._reads.add(waited)
 
-    def timed_out(self, kind: str, busy_retries: int = 0) -> None:
+    def add(self, name: str, amount: float = 1) -> None:
+        """Add to one of the counters (``write_timeouts``, ``checkpoints``, ...)."""
         with self._lock:
-            if kind == "write":
-                self.write_timeouts += 1
-            else:
-                self.read_timeouts += 1
-            self.busy_retries += busy_retries
+            self._counts[name] += amount
 
-    def snapshot(self) -> tuple[WaitStats, WaitStats, int, float, int, int]:
+    def snapshot(self) -> dict[str, object]:
+        """The recorded fields of :class:`PoolStats`, consistent with each other."""
         with self._lock:
-            return (
-                self._writes.snapshot(),
-                self._reads.snapshot(),
-                self.busy_retries,
-                self.busy_wait,
-                self.write_timeouts,
-                self.read_timeouts,
-            )
+            return {"writes": self._writes.snapshot(), "reads": self._reads.snapshot(), **self._counts}
