@@ -1,0 +1,101 @@
+"""Which cells a run measures: workload x strategy x threads (x processes).
+
+A *cell* is one strategy doing one workload at one concurrency; it is run
+``repeats`` times on a fresh database each time.  A *group* is the cells
+that differ only in strategy: one table in the report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from .strategies import STRATEGIES
+from .workloads import WORKLOADS
+
+__all__ = ("Cell", "PlanOptions", "build_plan", "default_strategies", "WORKLOAD_CHOICES", "MICRO")
+
+#: ``--workload micro``: the three overhead scenarios of the published targets.
+MICRO: tuple[tuple[str, int], ...] = (("insert", 1), ("read", 1), ("short", 16))
+WORKLOAD_CHOICES: tuple[str, ...] = (*WORKLOADS, "micro")
+
+#: Seconds a cell needs beyond its duration (processes starting, database seeding), for estimates.
+SETUP_ESTIMATE = 0.7
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One strategy on one workload at one concurrency."""
+
+    workload: str
+    strategy: str
+    threads: int  # per process
+    processes: int = 1
+    duration: float = 3.0
+    repeats: int = 1
+
+    @property
+    def group(self) -> tuple[str, int, int]:
+        """Cells with the same group share a table."""
+        return (self.workload, self.threads, self.processes)
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """The choices of one ``bench`` invocation (already validated)."""
+
+    workloads: tuple[str, ...] = ("write",)
+    threads: tuple[int, ...] = (16,)
+    processes: tuple[int, ...] = (8,)
+    threads_per_process: int = 2
+    duration: float = 3.0
+    repeats: int = 1
+    #: ``None``: each workload's default strategies.
+    strategies: tuple[str, ...] | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def default_strategies(workload: str) -> tuple[str, ...]:
+    """The strategies a workload compares unless ``--strategies`` says otherwise.
+
+    Reads are the same on every raw per-thread connection, so read-only
+    workloads compare sqlitefair with one of them (``stdlib-immediate``);
+    very short transactions compare it with an unfair lock.
+    """
+    sqlitefair = tuple(name for name, s in STRATEGIES.items() if s.is_sqlitefair)
+    if workload in ("read", "insert"):
+        return ("stdlib-immediate", *sqlitefair)
+    if workload == "short":
+        return ("unfair-lock", *sqlitefair)
+    return tuple(name for name, s in STRATEGIES.items() if s.default)
+
+
+def build_plan(options: PlanOptions) -> list[Cell]:
+    """Every cell of a run, in the order they run (grouped for the tables)."""
+    cells: list[Cell] = []
+
+    def add(workload: str, threads: int, processes: int = 1) -> None:
+        names = options.strategies if options.strategies is not None else default_strategies(workload)
+        for name in names:
+            cell = Cell(workload, name, threads, processes, options.duration, options.repeats)
+            if cell not in cells:
+                cells.append(cell)
+
+    for workload in options.workloads:
+        if workload == "micro":
+            for name, threads in MICRO:
+                add(name, threads)
+        elif WORKLOADS[workload].cross_process:
+            for processes in options.processes:
+                add(workload, options.threads_per_process, processes)
+        else:
+            for threads in options.threads:
+                add(workload, threads)
+    return cells
+
+
+def estimate_seconds(cells: list[Cell], interpreters: int = 1) -> float:
+    """A rough wall-time estimate, shown before a long run starts."""
+    return interpreters * sum(c.repeats * (c.duration + SETUP_ESTIMATE + 0.1 * c.processes) for c in cells)
