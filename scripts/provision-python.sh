@@ -21,8 +21,8 @@ readonly DEFAULT_CANDIDATES=("3.13.15-1 unstable" "3.13.5-2+deb13u5 trixie")
 # Suites tried, in order, for a --version given without --suite.
 readonly DEFAULT_SUITES=(unstable trixie)
 
-# Our deb-src entry. It is removed again on exit so that later plain
-# `apt-get update` runs on this machine do not keep fetching its Sources index.
+# Our deb-src entry. It is removed again once the source is fetched, so that
+# later plain `apt-get update` runs do not keep fetching its Sources index.
 readonly APT_SOURCE_FILE=/etc/apt/sources.list.d/sqlitefair-src.sources
 
 readonly BUILD_DEPS=(build-essential libssl-dev zlib1g-dev libbz2-dev
@@ -283,6 +283,10 @@ write_apt_source() {
   } >"$APT_SOURCE_FILE"
 }
 
+remove_apt_source() {
+  if ((WROTE_APT_SOURCE)); then rm -f "$APT_SOURCE_FILE"; WROTE_APT_SOURCE=0; fi
+}
+
 # apt-get restricted to our source file: updating only its index is much
 # faster than a full update, and keeps the machine's other lists untouched.
 apt_ours() {
@@ -377,7 +381,7 @@ build_flavour() {
 # --- main -----------------------------------------------------------------------
 
 cleanup() {
-  if ((WROTE_APT_SOURCE)); then rm -f "$APT_SOURCE_FILE"; fi
+  remove_apt_source
   if [[ -n $STAGE ]]; then rm -rf "$STAGE"; fi
   if [[ -n $WORK ]]; then rm -rf "$WORK"; fi
 }
@@ -433,6 +437,7 @@ main() {
     ensure_build_deps
     fetch_any_source ||
       die "could not fetch python3.13 source for any of: ${CANDIDATES[*]}; pick one that 'apt-cache showsrc python3.13' lists, with --version and --suite"
+    remove_apt_source   # not needed for the build; don't leave it around meanwhile
     extract_source
     local flavour upstream
     upstream=$(upstream_version "$DEBVER")

@@ -49,8 +49,9 @@ def hold_write_lock(path: str, seconds: float, ready_path: str) -> None:
     conn.close()
 
 
-def crash_writer(path: str, log_path: str, stop_at: float) -> None:
-    """Write numbered rows until ``stop_at``, logging 'begin N' before and 'ok N' after each commit.
+def crash_writer(path: str, log_path: str, stop_path: str) -> None:
+    """Write numbered rows until ``stop_path`` exists (60 s at most), logging 'begin N' before
+    and 'ok N' after each commit.
 
     The parent kills some of these with SIGKILL in the middle of a transaction.
     Each line is flushed with os.write, so the log survives the kill.
@@ -58,7 +59,8 @@ def crash_writer(path: str, log_path: str, stop_at: float) -> None:
     pool = sqlitefair.connect(path, readers=1, timeout=30)
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     seq = 0
-    while time.time() < stop_at:
+    give_up = time.monotonic() + 60
+    while not os.path.exists(stop_path) and time.monotonic() < give_up:
         key = f"{os.getpid()}-{seq}"
         os.write(fd, f"begin {key}\n".encode())
         try:

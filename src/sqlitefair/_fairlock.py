@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import _thread
 import threading
-import time
+from _thread import get_ident
 from collections import OrderedDict
+from time import monotonic
 from dataclasses import dataclass, field
 
 __all__ = ("FairSemaphore", "FairLock", "Permit", "LockStatistics", "WouldBlock", "LockTimeout")
@@ -48,15 +49,23 @@ class Permit:
     """One held permit: which thread was granted it and when (``time.monotonic()``).
 
     Permits compare by identity, so the same thread may hold several.  (A plain
-    slotted class: it is made on every acquire, on the pool's hot path.)
+    slotted class made on every acquire, on the pool's hot path: the thread's
+    name is looked up only when someone asks for it.)
     """
 
-    __slots__ = ("thread_ident", "thread_name", "since")
+    __slots__ = ("thread_ident", "since", "_name")
 
-    def __init__(self, thread_ident: int, thread_name: str, since: float) -> None:
+    def __init__(self, thread_ident: int, since: float, name: str | None = None) -> None:
         self.thread_ident = thread_ident
-        self.thread_name = thread_name
         self.since = since
+        self._name = name
+
+    @property
+    def thread_name(self) -> str:
+        if self._name is None:
+            thread = next((t for t in threading.enumerate() if t.ident == self.thread_ident), None)
+            self._name = thread.name if thread is not None else f"<exited thread {self.thread_ident}>"
+        return self._name
 
     def __repr__(self) -> str:
         return f"Permit(thread_ident={self.thread_ident}, thread_name={self.thread_name!r}, since={self.since})"
@@ -83,11 +92,7 @@ class _Waiter:
         thread = threading.current_thread()
         self.ident = thread.ident or 0
         self.name = thread.name
-        self.since = time.monotonic()
-
-
-def _new_permit(ident: int, name: str) -> Permit:
-    return Permit(ident, name, time.monotonic())
+        self.since = monotonic()
 
 
 class FairSemaphore:
@@ -107,11 +112,10 @@ class FairSemaphore:
 
     def acquire_nowait(self) -> Permit:
         """Take a permit if one is free and nobody is queued, else raise :class:`WouldBlock`."""
-        thread = threading.current_thread()
         with self._mutex:
             if self._waiters or len(self._holders) >= self._capacity:
                 raise WouldBlock
-            permit = _new_permit(thread.ident or 0, thread.name)
+            permit = Permit(get_ident(), monotonic())
             self._holders[permit] = None
             return permit
 
@@ -122,8 +126,7 @@ class FairSemaphore:
         """
         with self._mutex:
             if not self._waiters and len(self._holders) < self._capacity:
-                thread = threading.current_thread()
-                permit = _new_permit(thread.ident or 0, thread.name)
+                permit = Permit(get_ident(), monotonic())
                 self._holders[permit] = None
                 return permit
             waiter = _Waiter()
@@ -151,7 +154,7 @@ class FairSemaphore:
                 return waiter.permit
             del self._waiters[waiter]
             stats = self._statistics_locked()
-        raise LockTimeout(time.monotonic() - waiter.since, stats)
+        raise LockTimeout(monotonic() - waiter.since, stats)
 
     def release(self, permit: Permit) -> None:
         """Return ``permit``; the oldest waiter, if any, becomes its next holder."""
@@ -165,7 +168,7 @@ class FairSemaphore:
             raise RuntimeError("release() of a permit that is not held") from None
         if self._waiters:
             waiter, _ = self._waiters.popitem(last=False)
-            granted = _new_permit(waiter.ident, waiter.name)
+            granted = Permit(waiter.ident, monotonic(), waiter.name)
             self._holders[granted] = None
             waiter.permit = granted
             waiter.parker.release()

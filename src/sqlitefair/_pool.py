@@ -27,6 +27,7 @@ import re
 import threading
 import time
 import warnings
+from time import monotonic
 import weakref
 from types import TracebackType
 from typing import Any, Callable, Mapping
@@ -217,7 +218,7 @@ class Pool:
         if wal_limit is not None and (isinstance(wal_limit, bool) or not isinstance(wal_limit, int) or wal_limit < 0):
             raise ConfigurationError(f"wal_limit must be an int >= 0 (bytes) or None, got {wal_limit!r}")
         self._wal_limit = wal_limit
-        self._next_wal_check = 0.0
+        self._wal_check_due = 0.0
         if isinstance(readers, bool) or not isinstance(readers, int) or readers < 1:
             raise ConfigurationError(f"readers must be an int >= 1, got {readers!r}")
         self._timeout = _check_timeout(timeout)
@@ -247,7 +248,7 @@ class Pool:
         conn = self._open("writer", deadline, check_pragma_names=True)
         self._discard(self._state, conn)
         self._file_identity = None if self._uri else _file_identity(self._target)
-        self._identity_checked_at = time.monotonic()
+        self._identity_due = time.monotonic() + _defaults.FILE_CHECK_INTERVAL
         with _registry_lock:
             _live_pools.add(self)
 
@@ -490,9 +491,10 @@ class Pool:
         keep it from completing; then it is tried again later.
         """
         now = time.monotonic()
-        if self._wal_limit is None or now < self._next_wal_check:
+        if self._wal_limit is None:
+            self._wal_check_due = float("inf")
             return
-        self._next_wal_check = now + _defaults.WAL_CHECK_INTERVAL
+        self._wal_check_due = now + _defaults.WAL_CHECK_INTERVAL
         if self._wal_bytes() <= self._wal_limit:
             return
         slots = state.reader_slots
@@ -529,9 +531,9 @@ class Pool:
         if getattr(self, "_file_identity", None) is None:
             return  # URI targets, and the first open in __init__
         now = time.monotonic()
-        if not force and now - self._identity_checked_at < _defaults.FILE_CHECK_INTERVAL:
+        if not force and now < self._identity_due:
             return
-        self._identity_checked_at = now
+        self._identity_due = now + _defaults.FILE_CHECK_INTERVAL
         current = _file_identity(self._target)
         if current != self._file_identity:
             what = "deleted" if current is None else "replaced by another file"
@@ -666,21 +668,22 @@ class _Transaction:
             local.depth = depth + 1
             self._conn = local.conn
             return local.conn
-        pool._check_open()
-        start = time.monotonic()
+        if pool._closed:
+            pool._check_open()
+        start = monotonic()
         deadline = None if self._timeout is None else start + self._timeout
         permit = pool._acquire(state.writer_lock, "writer", self._timeout)
+        # From here on, only this thread touches the writer connection and the write statistics.
         try:
             if state.shut_down:
                 pool._check_open()
-            pool._check_same_file()
+            if start >= pool._identity_due:
+                pool._check_same_file()
             conn = state.writer_conn
             if conn is None:
                 conn = state.writer_conn = pool._open("writer", deadline)
             backend = pool._backend
-            if backend.in_transaction(conn):  # left open by a failed ROLLBACK: never build on it
-                backend.execute(conn, "ROLLBACK")
-            queued_until = time.monotonic()
+            queued_until = monotonic()
             try:
                 retries = backend.begin(conn, "BEGIN IMMEDIATE", pool._policy, deadline)
             except BusyTimeout as exc:
@@ -690,10 +693,14 @@ class _Transaction:
         except BaseException:
             state.writer_lock.release(permit)
             raise
-        now = time.monotonic()
-        pool._stats.write_served(now - start, retries, now - queued_until if retries else 0.0)
-        if retries or state.pid != pool._created_pid:
+        now = monotonic()
+        if retries:
+            pool._stats.write_served(now - start, retries, now - queued_until)
             pool._saw_other_writer()
+        else:
+            pool._stats.write_served(now - start, 0, 0.0)
+            if state.pid != pool._created_pid:
+                pool._saw_other_writer()
         self._permit = permit
         self._conn = conn
         local.depth = 1
@@ -712,7 +719,8 @@ class _Transaction:
         try:
             if exc_type is None:
                 self._commit()
-                pool._maybe_checkpoint(state, conn)
+                if pool._wal_check_due <= monotonic():
+                    pool._maybe_checkpoint(state, conn)
             else:
                 self._rollback()
         finally:
