@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import sysconfig
 from pathlib import Path
@@ -12,6 +13,10 @@ import pytest
 import sqlitefair
 
 FREE_THREADED_BUILD = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+
+#: Multiplies the thread counts of the concurrency tests (CI sets it on the free-threaded
+#: build, where races that the GIL hides can show up).
+STRESS = max(1, int(os.environ.get("SQLITEFAIR_STRESS", "1")))
 
 #: Backends the pool's suite runs against; a backend whose binding is missing is skipped.
 BACKENDS = ["sqlite3", "apsw"]

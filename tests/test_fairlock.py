@@ -8,6 +8,7 @@ import time
 
 import pytest
 from _helpers import Worker, wait_until
+from conftest import STRESS
 
 from sqlitefair import FairLock, FairSemaphore, LockTimeout, WouldBlock
 
@@ -199,7 +200,8 @@ def test_no_lost_or_duplicated_permits_under_stress() -> None:
     inside = 0
     peak = 0
     count_lock = threading.Lock()
-    barrier = threading.Barrier(12)
+    threads = 12 * STRESS
+    barrier = threading.Barrier(threads)
 
     def work() -> None:
         nonlocal inside, peak
@@ -213,7 +215,7 @@ def test_no_lost_or_duplicated_permits_under_stress() -> None:
                 inside -= 1
             sem.release(permit)
 
-    workers = [Worker(work) for _ in range(12)]
+    workers = [Worker(work) for _ in range(threads)]
     for w in workers:
         w.start()
     for w in workers:

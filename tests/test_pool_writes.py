@@ -13,7 +13,7 @@ from typing import Any, Callable
 import pytest
 from _helpers import Worker, wait_until
 from _workers import hold_write_lock, write_rows
-from conftest import trace_statements
+from conftest import STRESS, trace_statements
 
 import sqlitefair
 
@@ -171,7 +171,8 @@ def test_releasing_thread_cannot_barge_ahead_of_a_waiter(pool: sqlitefair.Pool, 
 
 
 def test_no_lost_or_duplicated_writes_across_threads(pool: sqlitefair.Pool, committed: Callable[..., list[object]]) -> None:
-    barrier = threading.Barrier(16)
+    threads = 16 * STRESS
+    barrier = threading.Barrier(threads)
 
     def work(tag: int) -> None:
         barrier.wait(10)
@@ -180,18 +181,18 @@ def test_no_lost_or_duplicated_writes_across_threads(pool: sqlitefair.Pool, comm
                 (n,) = conn.execute("select count(*) from t").fetchone()
                 conn.execute("insert into t(v) values (?)", (f"{tag}-{i}:{n}",))
 
-    workers = [Worker(work, n) for n in range(16)]
+    workers = [Worker(work, n) for n in range(threads)]
     for w in workers:
         w.start()
     for w in workers:
         w.finish()
     values = committed()
-    assert len(values) == 16 * 40
-    assert len({v.split(":")[0] for v in values}) == 16 * 40  # type: ignore[union-attr]
+    assert len(values) == threads * 40
+    assert len({v.split(":")[0] for v in values}) == threads * 40  # type: ignore[union-attr]
     # Each transaction saw exactly the rows committed before it: writes were serialised.
-    assert [int(v.split(":")[1]) for v in values] == list(range(16 * 40))  # type: ignore[union-attr]
+    assert [int(v.split(":")[1]) for v in values] == list(range(threads * 40))  # type: ignore[union-attr]
     stats = pool.stats()
-    assert stats.writes.count >= 16 * 40 and stats.write_timeouts == 0
+    assert stats.writes.count >= threads * 40 and stats.write_timeouts == 0
 
 
 def test_no_lost_or_duplicated_writes_across_processes(db_path: Path) -> None:
