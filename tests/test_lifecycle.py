@@ -326,3 +326,22 @@ def test_errors_pickle_with_their_fields() -> None:
     copy = pickle.loads(pickle.dumps(err))
     assert (str(copy), copy.waiting_for, copy.waited, copy.queued, copy.holder) == ("waited", "writer", 1.5, 3, "t1")
     assert sys.modules["sqlitefair"] is sqlitefair
+
+
+def test_connect_waits_for_another_connections_exclusive_lock(db_path: Path) -> None:
+    """Opening while another connection holds an exclusive lock (switching to WAL, a checkpoint
+    on close, a rollback-journal writer) waits under the busy policy instead of failing."""
+    other = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    other.execute("create table t(v)")
+    other.execute("begin exclusive")  # still journal_mode=delete: readers are locked out too
+    timer = threading.Timer(0.3, lambda: other.execute("commit"))
+    timer.start()
+    try:
+        with pytest.raises(sqlitefair.PoolTimeout) as info:
+            sqlitefair.connect(db_path, timeout=0.05)
+        assert info.value.waiting_for == "write lock"
+        with sqlitefair.connect(db_path, timeout=10) as pool, pool.read() as conn:
+            assert conn.execute("pragma journal_mode").fetchone() == ("wal",)
+    finally:
+        timer.join()
+        other.close()

@@ -398,14 +398,17 @@ class Pool:
             raise OpenError(_explain_open_error(exc, self._name, role)) from exc
         try:
             # A read of page 1 first: a file that is not a database fails here, before any write.
-            backend.query_one(conn, "PRAGMA schema_version")
+            self._setup_query(conn, "PRAGMA schema_version", deadline)
             if check_pragma_names:
                 self._check_pragma_names(conn)
             for name, value in self._pragmas.items():
                 if role != "writer" and name in _defaults.DATABASE_PRAGMAS:
                     continue
                 self._set_pragma(conn, name, value, deadline)
-            backend.execute(conn, f"PRAGMA query_only = {'ON' if role == 'reader' else 'OFF'}")
+            self._setup_query(conn, f"PRAGMA query_only = {'ON' if role == 'reader' else 'OFF'}", deadline)
+        except SqlitefairError:  # already says what happened (a timeout, an unknown pragma)
+            backend.close(conn)
+            raise
         except backend.error as exc:
             backend.close(conn)
             raise OpenError(_explain_open_error(exc, self._name, role)) from exc
@@ -433,26 +436,28 @@ class Pool:
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise ConfigurationError(f"unknown pragma {name!r}{hint}: SQLite would silently ignore it")
 
+    def _setup_query(self, conn: Connection, sql: str, deadline: float | None) -> tuple[Any, ...] | None:
+        """One set-up statement, waiting out other connections' locks like a write does
+        (another process may be checkpointing, or switching the file to WAL)."""
+        result: list[tuple[Any, ...] | None] = []
+        start = time.monotonic()
+        try:
+            retry_while_busy(
+                lambda: result.append(self._backend.query_one(conn, sql)), self._backend.is_busy, self._policy, deadline
+            )
+        except BusyTimeout as exc:
+            raise self._busy_timeout("write lock", exc, start, deadline) from exc.__cause__
+        return result[-1]
+
     def _set_pragma(self, conn: Connection, name: str, value: object, deadline: float | None) -> None:
-        sql = _pragma_sql(name, value)
+        row = self._setup_query(conn, _pragma_sql(name, value), deadline)
         if name == "journal_mode":
-            # Switching to WAL needs a moment without other writers: wait like a write does.
-            result: list[tuple[Any, ...] | None] = []
-            start = time.monotonic()
-            try:
-                retry_while_busy(
-                    lambda: result.append(self._backend.query_one(conn, sql)), self._backend.is_busy, self._policy, deadline
-                )
-            except BusyTimeout as exc:
-                raise self._busy_timeout("write lock", exc, start, deadline) from exc.__cause__
-            mode = str(result[-1][0]).lower() if result and result[-1] else ""
+            mode = str(row[0]).lower() if row else ""
             if mode != str(value).lower():
                 raise OpenError(
                     f"{self._name!r} stayed in journal_mode={mode!r} instead of {value!r} "
                     "(is it on a file system without shared memory, or opened read-only?)"
                 )
-        else:
-            self._backend.execute(conn, sql)
 
     def _discard(self, state: _ProcessState, conn: Connection) -> None:
         """Close ``conn`` (quietly: it is being thrown away) and forget it."""
