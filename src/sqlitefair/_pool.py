@@ -647,10 +647,10 @@ class Pool:
         )
 
 
-class _Transaction:
-    """Context manager returned by :meth:`Pool.transaction`."""
+class _Checkout:
+    """One use of a pooled connection: entered once, then exited."""
 
-    __slots__ = ("_pool", "_timeout", "_state", "_permit", "_conn", "_savepoint")
+    __slots__ = ("_pool", "_timeout", "_state", "_permit", "_conn")
 
     def __init__(self, pool: Pool, timeout: float | None) -> None:
         self._pool = pool
@@ -658,11 +658,24 @@ class _Transaction:
         self._state: _ProcessState | None = None
         self._permit: Permit | None = None
         self._conn: Connection | None = None
+
+    def _entered_twice(self) -> SqlitefairError:
+        kind = "transaction" if isinstance(self, _Transaction) else "read"
+        return SqlitefairError(f"this {kind}() context was already entered; call pool.{kind}() again")
+
+
+class _Transaction(_Checkout):
+    """Context manager returned by :meth:`Pool.transaction`."""
+
+    __slots__ = ("_savepoint",)
+
+    def __init__(self, pool: Pool, timeout: float | None) -> None:
+        super().__init__(pool, timeout)
         self._savepoint: str | None = None
 
     def __enter__(self) -> Connection:
         if self._state is not None:
-            raise SqlitefairError("this transaction() context was already entered; call pool.transaction() again")
+            raise self._entered_twice()
         pool = self._pool
         state = self._state = pool._state
         local = state.local
@@ -789,21 +802,14 @@ class _Transaction:
             pool._discard(state, conn)
 
 
-class _Read:
+class _Read(_Checkout):
     """Context manager returned by :meth:`Pool.read`."""
 
-    __slots__ = ("_pool", "_timeout", "_state", "_permit", "_conn")
-
-    def __init__(self, pool: Pool, timeout: float | None) -> None:
-        self._pool = pool
-        self._timeout = timeout
-        self._state: _ProcessState | None = None
-        self._permit: Permit | None = None
-        self._conn: Connection | None = None
+    __slots__ = ()
 
     def __enter__(self) -> Connection:
         if self._state is not None:
-            raise SqlitefairError("this read() context was already entered; call pool.read() again")
+            raise self._entered_twice()
         pool = self._pool
         state = self._state = pool._state
         if getattr(state.local, "depth", 0):
