@@ -65,6 +65,9 @@ SMOKE: dict[str, Any] = {
 DOCS = ROOT / "docs" / "benchmarks.md"
 IMAGES = ROOT / "docs" / "img" / "benchmarks"
 RESULTS = ROOT / "benchmarks" / "results" / "results.json"
+#: Hand-written reading of the latest published results (why a goal is missed), placed
+#: under the goal tables; kept in a file of its own so that regenerating keeps it.
+DISCUSSION = ROOT / "benchmarks" / "discussion.md"
 
 
 def matrix_cells(matrix: dict[str, Any]) -> list[Cell]:
@@ -235,6 +238,8 @@ def render_markdown(result: dict[str, Any] | None, images: list[str], image_pref
     if result is None:
         lines += [PENDING, ""]
     lines += _goal_tables(result)
+    if result is not None and DISCUSSION.exists():
+        lines += ["", DISCUSSION.read_text().rstrip()]
     lines += ["", "## Results", ""]
     if result is None:
         lines += [PENDING, ""]

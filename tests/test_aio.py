@@ -35,7 +35,7 @@ async def until(predicate: Callable[[], bool], what: str, timeout: float = 10.0)
 
 
 def writer_free(pool: sqlitefair.Pool) -> bool:
-    return pool._state.writer_lock.statistics().held == 0
+    return not pool.stats().writer_in_use
 
 
 @pytest.fixture

@@ -147,8 +147,7 @@ class PoolMachine(RuleBasedStateMachine):
     @invariant()
     def pool_matches_model(self) -> None:
         stats = self.pool.stats()
-        writer = self.pool._state.writer_lock.statistics()
-        assert writer.held == (self.writer is not None)
+        assert stats.writer_in_use == (self.writer is not None)
         assert stats.readers_in_use == self.readers_out
         assert stats.readers_open <= READERS
         assert stats.writer_queue == 0 and stats.reader_queue == 0

@@ -173,6 +173,17 @@ class FairSemaphore:
             waiter.permit = granted
             waiter.parker.release()
 
+    def queued_or_holding(self, thread_ident: int) -> bool:
+        """Whether thread ``thread_ident`` waits in the queue or holds a permit.
+
+        Lets a caller that starts waiters on other threads (the asyncio facade)
+        wait until one has joined the queue before starting the next.
+        """
+        with self._mutex:
+            return any(w.ident == thread_ident for w in self._waiters) or any(
+                p.thread_ident == thread_ident for p in self._holders
+            )
+
     def held_by_current_thread(self) -> bool:
         """Whether the calling thread holds at least one permit."""
         me = threading.get_ident()

@@ -314,6 +314,7 @@ class Pool:
             readers=self._readers,
             wal_bytes=self._wal_bytes(),
             **self._stats.snapshot(),  # type: ignore[arg-type]
+            writer_in_use=writer.held > 0,
             writer_queue=writer.waiting,
             reader_queue=slots.waiting,
             readers_in_use=slots.held,

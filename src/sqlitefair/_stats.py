@@ -53,6 +53,7 @@ class PoolStats:
     checkpoints: int
     checkpoints_skipped: int
     wal_bytes: int
+    writer_in_use: bool
     writer_queue: int
     reader_queue: int
     readers_in_use: int

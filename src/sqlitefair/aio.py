@@ -62,7 +62,6 @@ from types import TracebackType
 from typing import Any, Callable, Concatenate, Iterable, Mapping, ParamSpec, Sequence, TypeVar
 
 from ._errors import PoolClosed, SqlitefairError
-from ._fairlock import FairSemaphore
 from ._pool import Pool
 from ._pool import connect as _connect_pool
 from ._stats import PoolStats
@@ -529,28 +528,9 @@ class _Checkout:
         state = self._apool._pool._state
         semaphore = state.writer_lock if kind == "transaction" else state.reader_slots
         spins = 0
-        while not self._settled.is_set() and not _queued_or_holding(semaphore, self._ident):
+        while not self._settled.is_set() and not semaphore.queued_or_holding(self._ident):
             spins += 1
             time.sleep(0 if spins < 50 else 0.0001)
-
-
-def _queued_or_holding(semaphore: FairSemaphore, ident: int) -> bool:
-    """Whether thread ``ident`` waits in ``semaphore``'s queue or holds one of its permits.
-
-    Reads the semaphore's internals (same package): FairSemaphore has no public
-    "is this thread queued" yet.  If they change, the order degrades to the
-    order the threads reach the queue (tests/test_aio.py notices).
-    """
-    mutex = getattr(semaphore, "_mutex", None)
-    waiters = getattr(semaphore, "_waiters", None)
-    holders = getattr(semaphore, "_holders", None)
-    if mutex is None or waiters is None or holders is None:  # pragma: no cover - FairSemaphore changed
-        return True
-    try:
-        with mutex:
-            return any(w.ident == ident for w in waiters) or any(p.thread_ident == ident for p in holders)
-    except AttributeError:  # pragma: no cover - FairSemaphore changed
-        return True
 
 
 class _Worker:
