@@ -77,7 +77,7 @@ def test_savepoint_nesting_rolls_back_only_the_inner_part(pool: sqlitefair.Pool,
 
 def test_error_in_outer_after_nested_success_rolls_everything_back(pool: sqlitefair.Pool, committed: Callable[..., list[object]]) -> None:
     with pytest.raises(RuntimeError):
-        with pool.transaction() as conn:
+        with pool.transaction():
             with pool.transaction() as inner:
                 inner.execute("insert into t(v) values ('x')")
             raise RuntimeError

@@ -89,8 +89,8 @@ def _row(cell: dict[str, Any], kind: str, show_kind: bool) -> list[str]:
         name += " *"
     data = cell.get("median", {}).get(kind)
     if not data:
-        error = (cell.get("harness_errors") or ["no result"])[0]
-        return [name, "FAILED"] + [""] * 8
+        error = str((cell.get("harness_errors") or ["no result"])[0])
+        return [name, "FAILED", error[:60]] + [""] * 7
     lat, wait = data.get("latency") or {}, data.get("wait") or {}
     return [
         name,
