@@ -218,7 +218,10 @@ class Pool:
         if wal_limit is not None and (isinstance(wal_limit, bool) or not isinstance(wal_limit, int) or wal_limit < 0):
             raise ConfigurationError(f"wal_limit must be an int >= 0 (bytes) or None, got {wal_limit!r}")
         self._wal_limit = wal_limit
-        self._wal_check_due = 0.0
+        # When the writer next looks at the WAL's size (never, without a limit).
+        self._wal_check_due = 0.0 if wal_limit is not None else float("inf")
+        # Set once the first open succeeded; until then there is nothing to compare with.
+        self._file_identity: tuple[int, int] | None = None
         if isinstance(readers, bool) or not isinstance(readers, int) or readers < 1:
             raise ConfigurationError(f"readers must be an int >= 1, got {readers!r}")
         self._timeout = _check_timeout(timeout)
@@ -497,10 +500,8 @@ class Pool:
         keep it from completing; then it is tried again later.
         """
         now = time.monotonic()
-        if self._wal_limit is None:
-            self._wal_check_due = float("inf")
-            return
         self._wal_check_due = now + _defaults.WAL_CHECK_INTERVAL
+        assert self._wal_limit is not None  # due stays infinite without a limit
         if self._wal_bytes() <= self._wal_limit:
             return
         slots = state.reader_slots
@@ -534,7 +535,7 @@ class Pool:
         lost or split between two files.  Checked on every new connection and,
         at most every ``FILE_CHECK_INTERVAL`` seconds, before a write.
         """
-        if getattr(self, "_file_identity", None) is None:
+        if self._file_identity is None:
             return  # URI targets, and the first open in __init__
         now = time.monotonic()
         if not force and now < self._identity_due:
