@@ -25,6 +25,32 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str =
         time.sleep(0.001)
 
 
+def run_in_fork(child: Callable[[], str]) -> str:
+    """Run ``child`` in a forked process and return the text it returned.
+
+    The child leaves with ``os._exit``, running none of the parent's clean-up;
+    if it raises, this raises AssertionError with the child's error.
+    """
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.write(write_fd, child().encode())
+            status = 0
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            os.write(write_fd, f"error {exc!r}".encode())
+        finally:
+            os._exit(status)
+    os.close(write_fd)
+    _, status = os.waitpid(pid, 0)
+    report = os.read(read_fd, 4096).decode()
+    os.close(read_fd)
+    if status != 0:
+        raise AssertionError(f"the fork child failed: {report}")
+    return report
+
+
 class Worker(threading.Thread):
     """A thread that records its result or exception, for assertions after join()."""
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from _helpers import Worker, tmpfs_mount
+from _helpers import Worker, run_in_fork, tmpfs_mount
 
 import sqlitefair
 
@@ -172,7 +172,7 @@ def test_close_is_idempotent_and_use_after_close_is_clear(db_path: Path) -> None
         with pool.read():
             pass
     with pytest.raises(sqlite3.ProgrammingError, match="closed"):
-        conn.execute("select 1")  # the writer connection was really closed
+        sqlite3.Connection.execute(conn, "select 1")  # the writer connection was really closed
 
 
 def test_context_manager_closes(db_path: Path) -> None:
@@ -254,29 +254,17 @@ def test_fork_child_gets_fresh_connections_and_parent_is_unaffected(
         parent_writer.execute("insert into t(v) values ('parent-1')")
     with pool.read() as parent_reader:
         pass
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: report and leave without running any cleanup of the parent's objects
-        status = 1
-        try:
-            with pool.transaction() as conn:
-                assert conn is not parent_writer
-                conn.execute("insert into t(v) values ('child')")
-            with pool.read() as conn:
-                assert conn is not parent_reader
-                n = conn.execute("select count(*) from t").fetchone()[0]
-            os.write(write_fd, f"ok {n}".encode())
-            status = 0
-        except BaseException as exc:  # noqa: BLE001
-            os.write(write_fd, f"error {exc!r}".encode())
-        finally:
-            os._exit(status)
-    os.close(write_fd)
-    _, status = os.waitpid(pid, 0)
-    report = os.read(read_fd, 4096).decode()
-    os.close(read_fd)
-    assert status == 0, report
-    assert report == "ok 2"
+
+    def child() -> str:
+        with pool.transaction() as conn:
+            assert conn is not parent_writer
+            conn.execute("insert into t(v) values ('child')")
+        with pool.read() as conn:
+            assert conn is not parent_reader
+            n = conn.execute("select count(*) from t").fetchone()[0]
+        return f"ok {n}"
+
+    assert run_in_fork(child) == "ok 2"
     # The parent's connections still work after the child exited.
     with pool.transaction() as conn:
         assert conn is parent_writer
@@ -310,7 +298,7 @@ def test_public_surface_is_pinned() -> None:
     assert set(sqlitefair.__all__) == {
         "connect", "Pool", "PoolStats", "WaitStats", "BusyPolicy", "FairRetry", "ConstantRetry",
         "SQLiteBusyTimeout", "Backend", "FairLock", "FairSemaphore", "Permit", "LockStatistics",
-        "LockTimeout", "WouldBlock", "SqlitefairError", "PoolTimeout", "PoolClosed",
+        "LockTimeout", "WouldBlock", "SqlitefairError", "PoolTimeout", "PoolClosed", "NotCheckedOut",
         "ConfigurationError", "OpenError", "FreeThreadingWarning", "WalResetBugWarning", "DEFAULT_PRAGMAS",
         "gil_enabled", "has_wal_reset_bug", "__version__",
     }  # fmt: skip

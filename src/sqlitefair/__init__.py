@@ -21,6 +21,7 @@ from ._busy import BusyPolicy, ConstantRetry, FairRetry, SQLiteBusyTimeout
 from ._errors import (
     ConfigurationError,
     FreeThreadingWarning,
+    NotCheckedOut,
     OpenError,
     PoolClosed,
     PoolTimeout,
@@ -55,6 +56,7 @@ __all__ = (
     "SqlitefairError",
     "PoolTimeout",
     "PoolClosed",
+    "NotCheckedOut",
     "ConfigurationError",
     "OpenError",
     "FreeThreadingWarning",

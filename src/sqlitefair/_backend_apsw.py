@@ -15,6 +15,7 @@ stdlib ``sqlite3`` backend stays the default.
 from __future__ import annotations
 
 import sysconfig
+import threading
 import time
 import warnings
 from typing import Any
@@ -24,12 +25,52 @@ import apsw
 from ._backends import Backend, gil_enabled
 from ._busy import BusyPolicy, BusyTimeout
 from ._errors import FreeThreadingWarning, PoolTimeout
+from ._guard import not_checked_out
 
-__all__ = ("ApswBackend", "ApswPoolTimeout")
+__all__ = ("ApswBackend", "ApswPoolTimeout", "PooledApswConnection", "PooledApswCursor")
+
+_get_ident = threading.get_ident
+_cursor_execute = apsw.Cursor.execute
+_cursor_executemany = apsw.Cursor.executemany
+_cursor_fetchone = apsw.Cursor.fetchone
+_cursor_fetchall = apsw.Cursor.fetchall
 
 
 class ApswPoolTimeout(PoolTimeout, apsw.BusyError):
     """:class:`sqlitefair.PoolTimeout` for apsw pools: also an ``apsw.BusyError``."""
+
+
+class PooledApswConnection(apsw.Connection):
+    """The apsw backend's connection: its cursors (which ``execute``, ``executemany`` and
+    ``pragma`` use too) run SQL only for the thread that has it checked out (see ``_guard``)."""
+
+    __slots__ = ("_sf_holder", "_sf_label")
+
+
+class PooledApswCursor(apsw.Cursor):
+    """The ``cursor_factory`` of :class:`PooledApswConnection`: refuses callers that lack the checkout."""
+
+    __slots__ = ()
+
+    def execute(self, *args: Any, **kwargs: Any) -> apsw.Cursor:
+        if self.connection._sf_holder != _get_ident():
+            raise not_checked_out(self.connection)
+        return _cursor_execute(self, *args, **kwargs)
+
+    def executemany(self, *args: Any, **kwargs: Any) -> apsw.Cursor:
+        if self.connection._sf_holder != _get_ident():
+            raise not_checked_out(self.connection)
+        return _cursor_executemany(self, *args, **kwargs)
+
+    def fetchone(self) -> Any:
+        if self.connection._sf_holder != _get_ident():
+            raise not_checked_out(self.connection)
+        return _cursor_fetchone(self)
+
+    def fetchall(self) -> list[Any]:
+        if self.connection._sf_holder != _get_ident():
+            raise not_checked_out(self.connection)
+        return _cursor_fetchall(self)
 
 
 class _BusyHandler:
@@ -74,24 +115,31 @@ class ApswBackend(Backend):
                 stacklevel=6,  # the caller of sqlitefair.connect()
             )
 
-    def connect(self, target: str, *, uri: bool, busy_timeout: float) -> apsw.Connection:
+    def connect(self, target: str, *, uri: bool, busy_timeout: float, label: str = "") -> apsw.Connection:
         flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
         if uri:
             flags |= apsw.SQLITE_OPEN_URI
-        conn = apsw.Connection(target, flags=flags)
+        conn = PooledApswConnection(target, flags=flags)
+        conn._sf_holder = None
+        conn._sf_label = label or "a pooled connection"
+        conn.cursor_factory = PooledApswCursor
         conn.set_busy_timeout(int(busy_timeout * 1000))
         return conn
 
+    def set_holder(self, conn: PooledApswConnection, holder: int | None) -> None:
+        conn._sf_holder = holder
+
+    # The pool's own statements use a plain apsw.Cursor: no checkout check.
     def execute(self, conn: apsw.Connection, sql: str) -> None:
-        for _ in conn.execute(sql):
+        for _ in apsw.Cursor(conn).execute(sql):
             pass
 
     def query_one(self, conn: apsw.Connection, sql: str) -> tuple[Any, ...] | None:
-        row = conn.execute(sql).fetchone()
+        row = apsw.Cursor(conn).execute(sql).fetchone()
         return None if row is None else tuple(row)
 
     def query_all(self, conn: apsw.Connection, sql: str) -> list[tuple[Any, ...]]:
-        return [tuple(row) for row in conn.execute(sql)]
+        return [tuple(row) for row in apsw.Cursor(conn).execute(sql)]
 
     def in_transaction(self, conn: apsw.Connection) -> bool:
         return bool(conn.in_transaction)

@@ -13,11 +13,16 @@ from typing import Any, Callable
 
 from ._busy import BusyPolicy, retry_while_busy
 from ._errors import ConfigurationError, PoolTimeout
+from ._guard import PooledSqlite3Connection
 
 __all__ = ("Backend", "Sqlite3Backend", "get_backend", "gil_enabled", "has_wal_reset_bug", "apsw_sqlite_version")
 
 #: A connection object of whichever binding the pool uses.
 Connection = Any
+
+# The binding's own methods, for the pool's statements (no checkout check).
+_sqlite3_execute = sqlite3.Connection.execute
+_sqlite3_close = sqlite3.Connection.close
 
 
 def gil_enabled() -> bool:
@@ -36,9 +41,15 @@ class Backend:
     #: Base class of the binding's own errors ("SQLite said no", as opposed to a bug).
     error: type[Exception] = Exception
 
-    def connect(self, target: str, *, uri: bool, busy_timeout: float) -> Connection:
-        """Open a connection in autocommit mode, usable from any thread (one at a time)."""
+    def connect(self, target: str, *, uri: bool, busy_timeout: float, label: str = "") -> Connection:
+        """Open a connection in autocommit mode, usable from any thread (one at a time).
+
+        ``label`` ("the writer connection of 'app.db'") names it in errors."""
         raise NotImplementedError
+
+    def set_holder(self, conn: Connection, holder: int | None) -> None:
+        """Record the thread (``threading.get_ident()``) that has ``conn`` checked out, or None
+        when the pool has it back; backends whose connections check it refuse other callers."""
 
     def execute(self, conn: Connection, sql: str) -> None:
         """Run one statement and discard any rows."""
@@ -76,25 +87,33 @@ class Sqlite3Backend(Backend):
     name = "sqlite3"
     error = sqlite3.Error
 
-    def connect(self, target: str, *, uri: bool, busy_timeout: float) -> sqlite3.Connection:
+    def connect(self, target: str, *, uri: bool, busy_timeout: float, label: str = "") -> sqlite3.Connection:
         # isolation_level=None: Python's implicit transaction handling never sends
         # its own BEGIN; sqlitefair sends BEGIN IMMEDIATE itself.
         # check_same_thread=False: a pooled connection moves between threads
-        # (never used by two at once; the pool's permits guarantee that).
-        return sqlite3.connect(
+        # (never used by two at once; the pool's permits guarantee that, and
+        # PooledSqlite3Connection refuses any thread but the holder).
+        conn = sqlite3.connect(
             target,
             timeout=busy_timeout,
             isolation_level=None,
             check_same_thread=False,
             uri=uri,
+            factory=PooledSqlite3Connection,
         )
+        if label:
+            conn._sf_label = label
+        return conn
+
+    def set_holder(self, conn: PooledSqlite3Connection, holder: int | None) -> None:
+        conn._sf_holder = holder
 
     def execute(self, conn: sqlite3.Connection, sql: str) -> None:
-        conn.execute(sql).close()
+        _sqlite3_execute(conn, sql).close()
 
     def begin(self, conn: sqlite3.Connection, sql: str, policy: BusyPolicy, deadline: float | None) -> int:
         try:  # the uncontended case without the retry machinery: it is on every transaction's path
-            conn.execute(sql)
+            _sqlite3_execute(conn, sql)
             return 0
         except sqlite3.OperationalError as exc:
             if not self.is_busy(exc):
@@ -102,7 +121,7 @@ class Sqlite3Backend(Backend):
         return 1 + super().begin(conn, sql, policy, deadline)
 
     def query_one(self, conn: sqlite3.Connection, sql: str) -> tuple[Any, ...] | None:
-        cursor = conn.execute(sql)
+        cursor = _sqlite3_execute(conn, sql)
         try:
             row = cursor.fetchone()
         finally:
@@ -110,7 +129,7 @@ class Sqlite3Backend(Backend):
         return None if row is None else tuple(row)
 
     def query_all(self, conn: sqlite3.Connection, sql: str) -> list[tuple[Any, ...]]:
-        return [tuple(row) for row in conn.execute(sql).fetchall()]
+        return [tuple(row) for row in _sqlite3_execute(conn, sql).fetchall()]
 
     def in_transaction(self, conn: sqlite3.Connection) -> bool:
         return conn.in_transaction
@@ -124,7 +143,7 @@ class Sqlite3Backend(Backend):
         return "database is locked" in str(exc)
 
     def close(self, conn: sqlite3.Connection) -> None:
-        conn.close()
+        _sqlite3_close(conn)
 
     def sqlite_version(self) -> str:
         return sqlite3.sqlite_version

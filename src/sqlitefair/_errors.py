@@ -15,6 +15,7 @@ __all__ = (
     "SqlitefairError",
     "PoolTimeout",
     "PoolClosed",
+    "NotCheckedOut",
     "ConfigurationError",
     "OpenError",
     "FreeThreadingWarning",
@@ -61,6 +62,11 @@ class PoolTimeout(SqlitefairError, sqlite3.OperationalError, TimeoutError):
 
 class PoolClosed(SqlitefairError, sqlite3.ProgrammingError):
     """The pool was used after ``close()``."""
+
+
+class NotCheckedOut(SqlitefairError, sqlite3.ProgrammingError):
+    """A pooled connection (or one of its cursors) was used outside the ``with`` block that
+    handed it out, or by a thread other than the one that entered the block.  Nothing was run."""
 
 
 class ConfigurationError(SqlitefairError, ValueError):

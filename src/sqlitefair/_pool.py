@@ -27,8 +27,9 @@ import re
 import threading
 import time
 import warnings
-from time import monotonic
 import weakref
+from threading import get_ident
+from time import monotonic
 from types import TracebackType
 from typing import Any, Callable, Mapping
 
@@ -397,7 +398,9 @@ class Pool:
             busy_timeout = 1e6 if self._timeout is None else self._timeout
         self._check_same_file(force=True)
         try:
-            conn = backend.connect(self._target, uri=self._uri, busy_timeout=busy_timeout)
+            conn = backend.connect(
+                self._target, uri=self._uri, busy_timeout=busy_timeout, label=f"the {role} connection of {self._name!r}"
+            )
         except Exception as exc:
             raise OpenError(_explain_open_error(exc, self._name, role)) from exc
         try:
@@ -420,11 +423,14 @@ class Pool:
             backend.close(conn)
             raise
         if self._on_connect is not None:
+            backend.set_holder(conn, get_ident())  # the hook may run statements
             try:
                 self._on_connect(conn, role)
             except BaseException:
                 backend.close(conn)
                 raise
+            finally:
+                backend.set_holder(conn, None)
         with self._state.mutex:
             self._state.connections.append(conn)
         return conn
@@ -476,6 +482,8 @@ class Pool:
     def _reset_after_fork(self) -> None:
         """In a fork child: start from a fresh state; keep the parent's connections unused."""
         old = self._state
+        for conn in old.connections:  # the forking thread's ident lives on in the child: clear it
+            self._backend.set_holder(conn, None)
         _inherited_connections.extend(old.connections)
         self._state = _ProcessState(self._readers)
         self._close_lock = threading.Lock()
@@ -613,7 +621,12 @@ class Pool:
             held = "it is free now" if oldest is None else (
                 f"held by thread {oldest.thread_name!r} (ident {oldest.thread_ident}) for {now - oldest.since:.2f} s"
             )
-            advice = "Keep write transactions short, pass a longer timeout, or look for a transaction left open (pool.stats() shows the queue)."
+            advice = (
+                "Keep write transactions short, pass a longer timeout, or look for a transaction left open "
+                "(pool.stats() shows the queue). If the holder is waiting for this thread (it started this "
+                "thread inside its transaction and joins it), that is a deadlock that only this timeout "
+                "ends: do the work in the holder's thread, or after its block."
+            )
             subject = "the writer connection"
         else:
             held = f"all {stats.capacity} are checked out" + (
@@ -721,6 +734,7 @@ class _Transaction(_Checkout):
             pool._stats.write_served(now - start, 0, 0.0)
             if state.pid != pool._created_pid:
                 pool._saw_other_writer()
+        backend.set_holder(conn, get_ident())
         self._permit = permit
         self._conn = conn
         local.depth = 1
@@ -744,6 +758,7 @@ class _Transaction(_Checkout):
             else:
                 self._rollback()
         finally:
+            pool._backend.set_holder(conn, None)
             state.local.depth = 0
             state.local.conn = None
             if state.shut_down and state.writer_conn is conn:
@@ -831,6 +846,7 @@ class _Read(_Checkout):
         except BaseException:
             state.reader_slots.release(permit)
             raise
+        pool._backend.set_holder(conn, get_ident())
         pool._stats.read_served(time.monotonic() - start)
         self._permit = permit
         self._conn = conn
@@ -843,6 +859,7 @@ class _Read(_Checkout):
         pool, state, conn = self._pool, self._state, self._conn
         assert state is not None
         backend = pool._backend
+        backend.set_holder(conn, None)
         keep = True
         try:
             if backend.in_transaction(conn):  # the caller began one: do not hand it on

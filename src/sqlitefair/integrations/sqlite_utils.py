@@ -86,8 +86,10 @@ class PooledDatabaseError(SqlitefairError, sqlite3.ProgrammingError):
     """A pooled ``Database`` was used in a way the pool cannot allow."""
 
 
-class NotCheckedOut(PooledDatabaseError):
-    """A pooled ``Database`` was used outside its ``with`` block, or from another thread."""
+class NotCheckedOut(PooledDatabaseError, sqlitefair.NotCheckedOut):
+    """A pooled ``Database`` was used outside its ``with`` block, or from another thread.
+
+    Also a :class:`sqlitefair.NotCheckedOut`, which its raw connection raises in the same cases."""
 
 
 class TransactionControlError(PooledDatabaseError, _TransactionError):  # type: ignore[misc, valid-type]
