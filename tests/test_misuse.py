@@ -23,8 +23,9 @@ from _helpers import Worker, run_in_fork
 import sqlitefair
 
 
-def misuses(conn: Any, backend: str) -> dict[str, Callable[[], object]]:
-    """Every way to run SQL on ``conn`` that the guard covers, each writing a row if it ran."""
+def misuses(conn: Any, backend: str, target: sqlite3.Connection) -> dict[str, Callable[[], object]]:
+    """Every way to run SQL on ``conn`` that the guard covers, each writing a row if it ran
+    (``target`` receives the backup)."""
     calls: dict[str, Callable[[], object]] = {
         "execute": lambda: conn.execute("insert into t(v) values ('stale')"),
         "executemany": lambda: conn.executemany("insert into t(v) values (?)", [("stale",)]),
@@ -35,7 +36,7 @@ def misuses(conn: Any, backend: str) -> dict[str, Callable[[], object]]:
         calls["commit"] = conn.commit
         calls["rollback"] = conn.rollback
         calls["blobopen"] = lambda: conn.blobopen("t", "v", 1)
-        calls["backup"] = lambda: conn.backup(sqlite3.connect(":memory:"))
+        calls["backup"] = lambda: conn.backup(target)
     else:
         calls["pragma"] = lambda: conn.pragma("user_version", 7)
     return calls
@@ -47,11 +48,15 @@ def test_connection_used_after_its_transaction_is_refused(
     with pool.transaction() as conn:
         conn.execute("insert into t(v) values ('kept')")
         cursor = conn.execute("select v from t")
-    for name, call in misuses(conn, backend).items():
-        with pytest.raises(sqlitefair.NotCheckedOut, match="after the `with` block") as info:
-            call()
-        assert isinstance(info.value, sqlite3.ProgrammingError), name
-        assert "writer connection of" in str(info.value), name
+    target = sqlite3.connect(":memory:")
+    try:
+        for name, call in misuses(conn, backend, target).items():
+            with pytest.raises(sqlitefair.NotCheckedOut, match="after the `with` block") as info:
+                call()
+            assert isinstance(info.value, sqlite3.ProgrammingError), name
+            assert "writer connection of" in str(info.value), name
+    finally:
+        target.close()
     for call in (lambda: cursor.execute("select 1"), cursor.fetchall):
         with pytest.raises(sqlitefair.NotCheckedOut):
             call()
