@@ -79,6 +79,59 @@ def crash_writer(path: str, log_path: str, stop_path: str) -> None:
     pool.close()
 
 
+def aborting_writer(path: str, log_path: str, stop_path: str, threads: int) -> None:
+    """Like :func:`crash_writer` from ``threads`` threads, but about one transaction in five
+    ends in the middle, right after its insert: in the main thread by a real SIGINT
+    (``KeyboardInterrupt``), in the others by an exception.  Logs 'interrupted N' or
+    'aborted N' for those; they must leave nothing behind.
+    """
+    import random
+    import signal
+    import threading
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    pool = sqlitefair.connect(path, readers=1, timeout=30)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    give_up = time.monotonic() + 60
+
+    def run(tag: int) -> None:
+        in_main = threading.current_thread() is threading.main_thread()
+        rng = random.Random(tag)
+        seq = 0
+        while not os.path.exists(stop_path) and time.monotonic() < give_up:
+            key = f"{os.getpid()}-{tag}-{seq}"
+            seq += 1
+            end_early = rng.random() < 0.2
+            os.write(fd, f"begin {key}\n".encode())
+            try:
+                with pool.transaction() as conn:
+                    conn.execute("insert into log(key) values (?)", (key,))
+                    if end_early and in_main:
+                        signal.raise_signal(signal.SIGINT)  # KeyboardInterrupt at the next bytecode
+                    if end_early:
+                        raise RuntimeError("abort in the middle of the transaction")
+                    time.sleep(0.001)
+                    conn.execute("update counter set n = n + 1")
+            except KeyboardInterrupt:
+                os.write(fd, f"interrupted {key}\n".encode())
+            except RuntimeError as exc:
+                os.write(fd, f"{'aborted' if 'abort in' in str(exc) else 'failed'} {key} {exc!r}\n".encode())
+            except Exception as exc:  # noqa: BLE001
+                os.write(fd, f"failed {key} {exc!r}\n".encode())
+            else:
+                os.write(fd, f"ok {key}\n".encode())
+
+    others = [threading.Thread(target=run, args=(t,)) for t in range(1, threads)]
+    for t in others:
+        t.start()
+    run(0)
+    for t in others:
+        t.join(90)
+    os.write(fd, f"maxwait {pool.stats().writes.max}\n".encode())
+    os.close(fd)
+    pool.close()
+
+
 def transfer_money(path: str, worker: str, threads: int, transfers: int, accounts: int, start_at: float) -> int:
     """Move random amounts between accounts; return how many transfers committed."""
     import random

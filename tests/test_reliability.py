@@ -14,20 +14,60 @@ from pathlib import Path
 
 import pytest
 from _helpers import Worker, wait_until
-from _workers import crash_writer, transfer_money
+from _workers import aborting_writer, crash_writer, transfer_money
 
 import sqlitefair
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
 
 
-def test_sigkill_in_the_middle_of_transactions_loses_nothing_that_committed(tmp_path: Path) -> None:
-    path = tmp_path / "crash.db"
-    log = tmp_path / "writes.log"
+def make_crash_db(path: Path) -> None:
     with sqlitefair.connect(path) as pool, pool.transaction() as conn:
         conn.execute("create table log(id integer primary key, key text unique)")
         conn.execute("create table counter(n int)")
         conn.execute("insert into counter values (0)")
+
+
+class CrashLog:
+    """What the writer processes logged, and what the database holds afterwards."""
+
+    def __init__(self, path: Path, log: Path) -> None:
+        lines = log.read_text().splitlines()
+
+        def keys(kind: str) -> set[str]:
+            return {line.split()[1] for line in lines if line.startswith(kind + " ")}
+
+        self.begun, self.ok, self.aborted, self.interrupted = (
+            keys(kind) for kind in ("begin", "ok", "aborted", "interrupted")
+        )
+        self.failed = [line for line in lines if line.startswith("failed ")]
+        self.max_waits = [float(line.split()[1]) for line in lines if line.startswith("maxwait ")]
+        conn = sqlite3.connect(path)
+        try:
+            self.integrity = conn.execute("pragma integrity_check").fetchone()[0]
+            self.in_db = {row[0] for row in conn.execute("select key from log")}
+            (self.counter,) = conn.execute("select n from counter").fetchone()
+        finally:
+            conn.close()
+
+    def check(self, *, killed: int, processes: int) -> None:
+        assert self.integrity == "ok"
+        assert self.failed == [], self.failed[:3]
+        assert self.ok <= self.in_db, f"{len(self.ok - self.in_db)} transactions reported committed are missing"
+        assert self.in_db <= self.begun
+        ended_early = (self.aborted | self.interrupted) & self.in_db
+        assert not ended_early, f"{len(ended_early)} transactions that raised are in the database"
+        # Only a killed process's last transaction may be in the database without its "ok".
+        assert len(self.in_db - self.ok) <= killed
+        assert self.counter == len(self.in_db), "a transaction was applied partially"
+        assert len(self.max_waits) == processes
+        assert max(self.max_waits) < 30, "a writer stalled up to its timeout"
+
+
+def test_sigkill_in_the_middle_of_transactions_loses_nothing_that_committed(tmp_path: Path) -> None:
+    path = tmp_path / "crash.db"
+    log = tmp_path / "writes.log"
+    make_crash_db(path)
     ctx = multiprocessing.get_context("spawn")
     stop = tmp_path / "stop"
     args = (str(path), str(log), str(stop))
@@ -55,27 +95,42 @@ def test_sigkill_in_the_middle_of_transactions_loses_nothing_that_committed(tmp_
         for p in survivors:
             p.join(60)
     assert [p.exitcode for p in survivors] == [0, 0]
+    CrashLog(path, log).check(killed=killed, processes=len(survivors))
 
-    lines = log.read_text().splitlines()
-    begun = {line.split()[1] for line in lines if line.startswith("begin ")}
-    ok = {line.split()[1] for line in lines if line.startswith("ok ")}
-    failed = [line for line in lines if line.startswith("failed ")]
-    max_waits = [float(line.split()[1]) for line in lines if line.startswith("maxwait ")]
-    conn = sqlite3.connect(path)
+
+def test_exceptions_and_sigint_in_the_middle_of_transactions_leave_nothing_behind(tmp_path: Path) -> None:
+    """Two processes write throughout; two more end about one transaction in five in the middle
+    (an exception in worker threads, a real SIGINT in the main thread). None of those is in
+    the database, every reported commit is, and the writer is never left stuck."""
+    path = tmp_path / "abort.db"
+    log = tmp_path / "writes.log"
+    make_crash_db(path)
+    ctx = multiprocessing.get_context("spawn")
+    stop = tmp_path / "stop"
+    args = (str(path), str(log), str(stop))
+    processes = [ctx.Process(target=crash_writer, args=args) for _ in range(2)]
+    processes += [ctx.Process(target=aborting_writer, args=(*args, 3)) for _ in range(2)]
+    for p in processes:
+        p.start()
+
+    def ended_early(kind: str) -> int:
+        return log.read_text().count(f"\n{kind} ") if log.exists() else 0
+
     try:
-        assert conn.execute("pragma integrity_check").fetchone() == ("ok",)
-        in_db = {row[0] for row in conn.execute("select key from log")}
-        (counter,) = conn.execute("select n from counter").fetchone()
+        wait_until(
+            lambda: ended_early("interrupted") >= 10 and ended_early("aborted") >= 10,
+            timeout=60,
+            what="ten interrupted and ten aborted transactions",
+        )
     finally:
-        conn.close()
-    assert failed == [], failed[:3]
-    assert ok <= in_db, f"{len(ok - in_db)} transactions reported committed are missing"
-    assert in_db <= begun
-    # Only a killed process's last transaction may be in the database without its "ok".
-    assert len(in_db - ok) <= killed
-    assert counter == len(in_db), "a transaction was applied partially"
-    assert len(max_waits) == len(survivors)
-    assert max(max_waits) < 30, "a survivor stalled up to its timeout"
+        stop.touch()
+        for p in processes:
+            p.join(60)
+    assert [p.exitcode for p in processes] == [0] * len(processes)
+    result = CrashLog(path, log)
+    result.check(killed=0, processes=len(processes))
+    assert len(result.interrupted) >= 10 and len(result.aborted) >= 10
+    assert result.in_db == result.ok  # nobody was killed: exactly the reported commits
 
 
 def test_keyboard_interrupt_while_queued_for_the_writer(db_path: Path) -> None:
