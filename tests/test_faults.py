@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from _helpers import tmpfs_mount
+from conftest import require_backend
 
 import sqlitefair
 from sqlitefair import _defaults
@@ -150,3 +151,81 @@ def test_read_only_database_file_is_a_clear_error(tmp_path: Path) -> None:
         with pytest.raises(sqlitefair.OpenError, match="cannot open"):
             sqlitefair.connect(path)
         assert path.read_bytes() == before
+
+
+# -- injected I/O errors (an apsw VFS shim) ----------------------------------
+
+
+@pytest.mark.parametrize("fault", ["write", "sync", "read"])
+def test_injected_io_error_fails_one_transaction_and_the_pool_recovers(tmp_path: Path, fault: str) -> None:
+    """A VFS that fails every xWrite, xSync or xRead on demand: the statement that meets the
+    fault raises, its transaction is rolled back, and once the fault is gone the same pool
+    works and the file holds exactly the transactions that committed."""
+    require_backend("apsw")
+    import apsw
+
+    class FaultyFile(apsw.VFSFile):
+        def __init__(self, vfs: FaultyVFS, name: object, flags: list[int]) -> None:
+            self.vfs = vfs
+            super().__init__("", name, flags)  # "": the default VFS does the real work
+
+        def xWrite(self, data: bytes, offset: int) -> None:
+            if self.vfs.failing == "write":
+                raise apsw.IOError("injected write error")
+            super().xWrite(data, offset)
+
+        def xSync(self, flags: int) -> None:
+            if self.vfs.failing == "sync":
+                raise apsw.IOError("injected fsync error")
+            super().xSync(flags)
+
+        def xRead(self, amount: int, offset: int) -> bytes:
+            if self.vfs.failing == "read":
+                raise apsw.IOError("injected read error")
+            return super().xRead(amount, offset)
+
+    class FaultyVFS(apsw.VFS):
+        def __init__(self, name: str) -> None:
+            self.failing: str | None = None
+            super().__init__(name, "")
+
+        def xOpen(self, name: object, flags: list[int]) -> FaultyFile:
+            return FaultyFile(self, name, flags)
+
+    vfs_name = f"faulty-{fault}"
+    vfs = FaultyVFS(vfs_name)
+    path = tmp_path / "io.db"
+    # synchronous=FULL: every commit syncs the WAL, so an xSync fault meets the commit;
+    # mmap_size=0: reads go through xRead.
+    pragmas = {**_defaults.PRAGMAS, "synchronous": "FULL", "mmap_size": 0}
+    pool = sqlitefair.connect(f"file:{path}?vfs={vfs_name}", backend="apsw", pragmas=pragmas)
+    try:
+        with pool.transaction() as conn:
+            conn.execute("create table t(v)")
+            conn.execute("insert into t values ('before')")
+            conn.execute("create table other(v)")
+            conn.execute("insert into other values (1)")
+        with pool.read() as conn:  # a reader opened while healthy
+            assert conn.execute("select count(*) from t").fetchone()[0] == 1
+        vfs.failing = fault
+        with pytest.raises(apsw.IOError, match="injected"):
+            with pool.transaction() as conn:
+                conn.execute("insert into t values ('during')")
+                if fault == "read":
+                    conn.release_memory()  # drop clean cached pages: reading them goes to the file
+                    conn.execute("select * from other").fetchall()
+        vfs.failing = None
+        with pool.transaction() as conn:
+            conn.execute("insert into t values ('after')")
+        with pool.read() as conn:
+            assert [row[0] for row in conn.execute("select v from t")] == ["before", "after"]
+    finally:
+        vfs.failing = None
+        pool.close()
+        vfs.unregister()
+    assert integrity(path) == "ok"
+    conn = sqlite3.connect(path)
+    try:
+        assert [row[0] for row in conn.execute("select v from t")] == ["before", "after"]
+    finally:
+        conn.close()
