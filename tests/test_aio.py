@@ -287,8 +287,11 @@ def test_concurrent_read_then_write_loses_no_update(apool: AsyncPool) -> None:
 # -- cancellation -------------------------------------------------------------------
 
 
-def test_cancelled_while_queued_gives_the_writer_back(apool: AsyncPool) -> None:
+def test_cancelled_while_queued_leaves_the_queue_at_once(apool: AsyncPool) -> None:
+    """A cancelled waiter does not take its turn: its thread leaves the queue while the
+    writer is still held, and the writer goes straight to the next task."""
     holder = HeldWriter(apool.pool)
+    writes_before = apool.stats().writes.count
 
     async def main() -> None:
         entered = []
@@ -303,12 +306,17 @@ def test_cancelled_while_queued_gives_the_writer_back(apool: AsyncPool) -> None:
         b.cancel()
         with pytest.raises(asyncio.CancelledError):
             await b
+        # b's thread is out of the queue and back, although the writer is still held
+        # (well before the pool's 10 s timeout would have taken it out).
+        await until(lambda: apool.in_use == 0 and apool.stats().writer_queue == 0, "b's thread to leave", timeout=3)
+        assert not writer_free(apool.pool)
         c = asyncio.create_task(write("c"))
-        await until(lambda: apool.stats().writer_queue == 2, "c to queue behind b's thread")
+        await until(lambda: apool.stats().writer_queue == 1, "c to queue")
         holder.release()
-        await c  # b's thread got the writer first and handed it on at once
+        await c
         await until(lambda: apool.in_use == 0, "every worker thread back")
         assert entered == ["c"]
+        assert apool.stats().writes.count == writes_before + 1  # c's; b never had the writer
         stats = apool.stats()
         assert stats.writer_queue == 0 and stats.reader_queue == 0 and stats.readers_in_use == 0
         assert writer_free(apool.pool)

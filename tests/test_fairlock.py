@@ -10,7 +10,7 @@ import pytest
 from _helpers import Worker, wait_until
 from conftest import STRESS
 
-from sqlitefair import FairLock, FairSemaphore, LockTimeout, WouldBlock
+from sqlitefair import CancelScope, FairLock, FairSemaphore, LockTimeout, WaitCancelled, WouldBlock
 
 
 def test_uncontended_acquire_and_release() -> None:
@@ -223,6 +223,111 @@ def test_no_lost_or_duplicated_permits_under_stress() -> None:
     assert 1 <= peak <= 3
     stats = sem.statistics()
     assert (stats.held, stats.waiting) == (0, 0)
+
+
+# -- cancellation from another thread ---------------------------------------------------
+
+
+def test_cancelled_waiter_leaves_the_queue_at_once_and_the_rest_keep_their_order() -> None:
+    lock = FairLock()
+    held = lock.acquire()
+    served: list[str] = []
+    scopes = {name: CancelScope() for name in "abc"}
+    workers = {}
+
+    def wait(name: str) -> None:
+        permit = lock.acquire(timeout=20, cancel=scopes[name])
+        served.append(name)
+        lock.release(permit)
+
+    for queued, name in enumerate("abc", start=1):
+        workers[name] = Worker(wait, name, name=name)
+        workers[name].start()
+        wait_until(lambda q=queued: lock.statistics().waiting == q, what=f"{name} to queue")
+    scopes["b"].cancel()
+    with pytest.raises(WaitCancelled):
+        workers["b"].finish()  # returns while the lock is still held
+    assert lock.statistics().waiting == 2
+    lock.release(held)
+    workers["a"].finish()
+    workers["c"].finish()
+    assert served == ["a", "c"]
+
+
+def test_cancel_before_acquire_fails_at_once_and_after_a_grant_does_nothing() -> None:
+    lock = FairLock()
+    early = CancelScope()
+    early.cancel()
+    with pytest.raises(WaitCancelled):
+        lock.acquire(cancel=early)
+    assert lock.statistics().held == 0
+    late = CancelScope()
+    permit = lock.acquire(cancel=late)
+    late.cancel()
+    assert lock.owner is permit
+    lock.release(permit)
+    stats = lock.statistics()
+    assert (stats.held, stats.waiting) == (0, 0)
+
+
+def test_cancellation_racing_grants_and_timeouts_never_loses_a_permit() -> None:
+    """Waiters cancelled at random moments, some timing out: each ends with exactly one
+    outcome, and every permit granted comes back."""
+    sem = FairSemaphore(2)
+    threads = 8 * STRESS
+    rounds = 150
+    outcomes = {"granted": 0, "cancelled": 0, "timed out": 0}
+    count_lock = threading.Lock()
+    live: list[CancelScope] = []
+    stop = threading.Event()
+
+    def canceller() -> None:
+        rng = random.Random(1)
+        while not stop.is_set():
+            with count_lock:
+                scope = rng.choice(live) if live else None
+            if scope is not None:
+                scope.cancel()
+            time.sleep(rng.random() * 0.0005)
+
+    def work(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(rounds):
+            scope = CancelScope()
+            with count_lock:
+                live.append(scope)
+            try:
+                permit = sem.acquire(timeout=rng.choice([0.0005, 0.005, 5.0]), cancel=scope)
+            except WaitCancelled:
+                outcome = "cancelled"
+            except LockTimeout:
+                outcome = "timed out"
+            else:
+                outcome = "granted"
+                time.sleep(rng.random() * 0.0002)
+                sem.release(permit)
+            with count_lock:
+                live.remove(scope)
+                outcomes[outcome] += 1
+
+    chaos = Worker(canceller)
+    chaos.start()
+    workers = [Worker(work, seed) for seed in range(threads)]
+    for w in workers:
+        w.start()
+    try:
+        for w in workers:
+            w.finish(60)
+    finally:
+        stop.set()
+        chaos.finish()
+    assert sum(outcomes.values()) == threads * rounds
+    assert outcomes["granted"] > 0 and outcomes["cancelled"] > 0, outcomes
+    stats = sem.statistics()
+    assert (stats.held, stats.waiting) == (0, 0)
+    both = [sem.acquire(timeout=1), sem.acquire(timeout=1)]  # both permits are free again
+    for permit in both:
+        sem.release(permit)
 
 
 def test_release_of_unknown_permit_is_an_error() -> None:

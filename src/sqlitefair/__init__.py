@@ -28,7 +28,16 @@ from ._errors import (
     SqlitefairError,
     WalResetBugWarning,
 )
-from ._fairlock import FairLock, FairSemaphore, LockStatistics, LockTimeout, Permit, WouldBlock
+from ._fairlock import (
+    CancelScope,
+    FairLock,
+    FairSemaphore,
+    LockStatistics,
+    LockTimeout,
+    Permit,
+    WaitCancelled,
+    WouldBlock,
+)
 from ._pool import Pool, connect
 from ._stats import PoolStats, WaitStats
 
@@ -53,6 +62,8 @@ __all__ = (
     "LockStatistics",
     "LockTimeout",
     "WouldBlock",
+    "CancelScope",
+    "WaitCancelled",
     "SqlitefairError",
     "PoolTimeout",
     "PoolClosed",

@@ -13,6 +13,10 @@ How this one is fair (after anyio's ``Lock`` and trio's ``ParkingLot``):
   ``KeyboardInterrupt``) re-checks under the mutex whether it was granted a
   permit in the meantime; if it was, a timed-out waiter keeps it and an
   interrupted one passes it on.
+* **Cancellable from another thread**: ``acquire(cancel=scope)`` and
+  ``scope.cancel()`` take the waiter out of the queue and wake it with
+  :class:`WaitCancelled` (unless it was granted first: then it keeps the
+  permit), so a waiter nobody wants any more does not take its turn.
 
 One small ``threading.Lock`` (the mutex) guards the queue and the holders and
 is never held while blocking; each waiter parks on its own pre-acquired
@@ -29,7 +33,16 @@ from collections import OrderedDict
 from time import monotonic
 from dataclasses import dataclass, field
 
-__all__ = ("FairSemaphore", "FairLock", "Permit", "LockStatistics", "WouldBlock", "LockTimeout")
+__all__ = (
+    "FairSemaphore",
+    "FairLock",
+    "Permit",
+    "LockStatistics",
+    "WouldBlock",
+    "LockTimeout",
+    "CancelScope",
+    "WaitCancelled",
+)
 
 
 class WouldBlock(Exception):
@@ -43,6 +56,46 @@ class LockTimeout(Exception):
         super().__init__(f"no permit after {waited:.3f} s ({statistics.waiting} waiting)")
         self.waited = waited
         self.statistics = statistics
+
+
+class WaitCancelled(Exception):
+    """``acquire(cancel=scope)`` gave up because ``scope.cancel()`` was called; no permit is held."""
+
+
+class CancelScope:
+    """Lets one thread cancel another thread's ``acquire(cancel=scope)``.
+
+    ``cancel()`` before the acquire makes it fail at once; during the wait it
+    takes the waiter out of the queue and wakes it; after a grant it does
+    nothing (the holder keeps its permit and must release it).  One scope is
+    meant for one acquire.
+    """
+
+    __slots__ = ("_lock", "_cancelled", "_target")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cancelled = False
+        self._target: tuple[FairSemaphore, _Waiter] | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+            target = self._target
+        if target is not None:  # taken outside our lock: the semaphore's mutex is always taken first
+            semaphore, waiter = target
+            semaphore._cancel_waiter(waiter)
+
+    def _attach_locked(self, semaphore: FairSemaphore, waiter: _Waiter) -> None:
+        """Called under ``semaphore``'s mutex as ``waiter`` joins its queue."""
+        with self._lock:
+            if self._cancelled:
+                raise WaitCancelled("the wait was cancelled before it began")
+            self._target = (semaphore, waiter)
 
 
 class Permit:
@@ -83,12 +136,13 @@ class LockStatistics:
 
 
 class _Waiter:
-    __slots__ = ("parker", "permit", "ident", "name", "since")
+    __slots__ = ("parker", "permit", "ident", "name", "since", "cancelled")
 
     def __init__(self) -> None:
         self.parker = _thread.allocate_lock()
         self.parker.acquire()
         self.permit: Permit | None = None
+        self.cancelled = False
         thread = threading.current_thread()
         self.ident = thread.ident or 0
         self.name = thread.name
@@ -119,17 +173,22 @@ class FairSemaphore:
             self._holders[permit] = None
             return permit
 
-    def acquire(self, timeout: float | None = None) -> Permit:
+    def acquire(self, timeout: float | None = None, *, cancel: CancelScope | None = None) -> Permit:
         """Wait in FIFO order for a permit; ``timeout=None`` waits forever.
 
-        Raises :class:`LockTimeout` when ``timeout`` seconds pass first.
+        Raises :class:`LockTimeout` when ``timeout`` seconds pass first, and
+        :class:`WaitCancelled` when ``cancel`` is cancelled first.
         """
+        if cancel is not None and cancel.cancelled:
+            raise WaitCancelled("the wait was cancelled before it began")
         with self._mutex:
             if not self._waiters and len(self._holders) < self._capacity:
                 permit = Permit(get_ident(), monotonic())
                 self._holders[permit] = None
                 return permit
             waiter = _Waiter()
+            if cancel is not None:
+                cancel._attach_locked(self, waiter)
             self._waiters[waiter] = None
         try:
             if timeout is None:
@@ -142,19 +201,28 @@ class FairSemaphore:
             with self._mutex:
                 if waiter.permit is not None:
                     self._release_locked(waiter.permit)
-                else:
+                elif not waiter.cancelled:
                     del self._waiters[waiter]
             raise
-        if woken:
-            assert waiter.permit is not None
+        if woken and waiter.permit is not None:
             return waiter.permit
         with self._mutex:
             # A release() may have granted us the permit just as the wait timed out.
             if waiter.permit is not None:
                 return waiter.permit
+            if waiter.cancelled:  # cancel() already took us out of the queue
+                raise WaitCancelled(f"the wait was cancelled after {monotonic() - waiter.since:.3f} s")
             del self._waiters[waiter]
             stats = self._statistics_locked()
         raise LockTimeout(monotonic() - waiter.since, stats)
+
+    def _cancel_waiter(self, waiter: _Waiter) -> None:
+        """Take ``waiter`` out of the queue and wake it, unless it was granted a permit already."""
+        with self._mutex:
+            if waiter.permit is None and not waiter.cancelled and waiter in self._waiters:
+                del self._waiters[waiter]
+                waiter.cancelled = True
+                waiter.parker.release()
 
     def release(self, permit: Permit) -> None:
         """Return ``permit``; the oldest waiter, if any, becomes its next holder."""

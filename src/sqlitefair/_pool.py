@@ -37,7 +37,7 @@ from . import _defaults
 from ._backends import Backend, Connection, apsw_sqlite_version, get_backend, gil_enabled, has_wal_reset_bug
 from ._busy import BusyPolicy, BusyTimeout, FairRetry, retry_while_busy
 from ._errors import ConfigurationError, OpenError, PoolClosed, PoolTimeout, SqlitefairError, WalResetBugWarning
-from ._fairlock import FairLock, FairSemaphore, LockStatistics, LockTimeout, Permit
+from ._fairlock import CancelScope, FairLock, FairSemaphore, LockStatistics, LockTimeout, Permit
 from ._stats import PoolStats, StatsRecorder
 
 __all__ = ("Pool", "connect")
@@ -607,9 +607,11 @@ class Pool:
 
     # -- waiting ------------------------------------------------------------
 
-    def _acquire(self, semaphore: FairSemaphore, what: str, timeout: float | None) -> Permit:
+    def _acquire(
+        self, semaphore: FairSemaphore, what: str, timeout: float | None, cancel: CancelScope | None = None
+    ) -> Permit:
         try:
-            return semaphore.acquire(timeout)
+            return semaphore.acquire(timeout, cancel=cancel)
         except LockTimeout as exc:
             self._stats.add("write_timeouts" if what == "writer" else "read_timeouts")
             raise self._queue_timeout(what, exc.waited, timeout, exc.statistics) from None
@@ -665,7 +667,7 @@ class Pool:
 class _Checkout:
     """One use of a pooled connection: entered once, then exited."""
 
-    __slots__ = ("_pool", "_timeout", "_state", "_permit", "_conn")
+    __slots__ = ("_pool", "_timeout", "_state", "_permit", "_conn", "_cancel")
 
     def __init__(self, pool: Pool, timeout: float | None) -> None:
         self._pool = pool
@@ -673,6 +675,8 @@ class _Checkout:
         self._state: _ProcessState | None = None
         self._permit: Permit | None = None
         self._conn: Connection | None = None
+        # Set by the asyncio facade: lets the event loop take a cancelled task's thread out of the queue.
+        self._cancel: CancelScope | None = None
 
     def _entered_twice(self) -> SqlitefairError:
         kind = "transaction" if isinstance(self, _Transaction) else "read"
@@ -705,7 +709,7 @@ class _Transaction(_Checkout):
             pool._check_open()
         start = monotonic()
         deadline = None if self._timeout is None else start + self._timeout
-        permit = pool._acquire(state.writer_lock, "writer", self._timeout)
+        permit = pool._acquire(state.writer_lock, "writer", self._timeout, self._cancel)
         # From here on, only this thread touches the writer connection and the write statistics.
         try:
             if state.shut_down:
@@ -834,7 +838,7 @@ class _Read(_Checkout):
             return self._conn
         pool._check_open()
         start = time.monotonic()
-        permit = pool._acquire(state.reader_slots, "reader", self._timeout)
+        permit = pool._acquire(state.reader_slots, "reader", self._timeout, self._cancel)
         try:
             with state.mutex:
                 if state.shut_down:

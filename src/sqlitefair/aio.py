@@ -34,12 +34,14 @@ system happens to schedule their threads.  Threads that use the
 synchronous pool directly queue beside them, FIFO as usual.
 
 **Cancellation.**  A task cancelled (or timed out by ``asyncio.timeout`` /
-``asyncio.wait_for``) while it is queued raises ``CancelledError`` at once;
-its worker thread stays in the queue (a waiting thread cannot be
-interrupted) and, when its turn comes, gives the connection back at once
-(a write: ``BEGIN IMMEDIATE`` then ``ROLLBACK``).  A task cancelled inside
-the block rolls back.  Either way no connection stays checked out and no
-transaction stays open.
+``asyncio.wait_for``) while it is queued raises ``CancelledError`` at once,
+and its worker thread leaves the pool's queue at once: the task does not
+take its turn, so the queue behind it does not wait for it.  If the
+connection was handed to it in the same instant, the thread gives it back
+(a write: ``ROLLBACK``).  A task cancelled while its writer waits for
+another process's lock gives the writer back when that wait ends.  A task
+cancelled inside the block rolls back.  Either way no connection stays
+checked out and no transaction stays open.
 
 **Nesting**, per task as the synchronous pool does it per thread: inside
 ``async with apool.transaction()``, another ``apool.transaction()`` in the
@@ -62,6 +64,7 @@ from types import TracebackType
 from typing import Any, Callable, Concatenate, Iterable, Mapping, ParamSpec, Sequence, TypeVar
 
 from ._errors import PoolClosed, SqlitefairError
+from ._fairlock import CancelScope
 from ._pool import Pool
 from ._pool import connect as _connect_pool
 from ._stats import PoolStats
@@ -345,6 +348,7 @@ class _Checkout:
     __slots__ = (
         "_apool", "_kind", "_sync_cm", "_used", "_worker", "_parent", "_prev", "_ident",
         "_lock", "_open", "_abandoned", "_cm", "_conn", "_started", "_settled", "_token", "_cursors",
+        "_cancel",
     )
 
     def __init__(self, apool: AsyncPool, kind: str, timeout: float | None) -> None:
@@ -354,6 +358,7 @@ class _Checkout:
         pool = apool._pool
         kwargs = {} if timeout is _UNSET else {"timeout": timeout}
         self._sync_cm: Any = pool.transaction(**kwargs) if kind == "transaction" else pool.read(**kwargs)
+        self._cancel = self._sync_cm._cancel = CancelScope()  # takes the worker out of the queue
         self._used = False
         self._worker: _Worker | None = None
         self._parent: _Checkout | None = None  # the enclosing transaction, for nested blocks
@@ -383,6 +388,7 @@ class _Checkout:
                 self._abandoned = True
                 entered = self._open
                 self._open = False
+            self._cancel.cancel()  # still queued: leave the queue now instead of taking the turn
             if entered:  # the worker got the connection just before we stopped waiting: give it back now
                 try:
                     await worker.submit(lambda: self._exit(asyncio.CancelledError, asyncio.CancelledError(), None))
@@ -433,6 +439,7 @@ class _Checkout:
         except asyncio.CancelledError:
             with self._lock:
                 self._abandoned = True
+            self._cancel.cancel()
             raise
 
     async def __aexit__(
