@@ -1,4 +1,6 @@
-"""The FIFO-fair semaphore: arrival order is service order, no barging, no lost permits."""
+"""The FIFO-fair semaphore and the reader slots: arrival order is service order, no barging,
+no lost permits.  Tests that take a ``kind`` run against both (``FairSlots`` is the reader
+queue, with a lock-free path while nobody waits)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,16 @@ from _helpers import Worker, wait_until
 from conftest import STRESS
 
 from sqlitefair import CancelScope, FairLock, FairSemaphore, LockTimeout, WaitCancelled, WouldBlock
+from sqlitefair._slots import FairSlots
+
+
+@pytest.fixture(params=["semaphore", "slots"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def make(kind: str, capacity: int = 1) -> FairSemaphore | FairSlots:
+    return FairSemaphore(capacity) if kind == "semaphore" else FairSlots(capacity)
 
 
 def test_uncontended_acquire_and_release() -> None:
@@ -24,9 +36,9 @@ def test_uncontended_acquire_and_release() -> None:
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_waiters_are_served_in_arrival_order(seed: int) -> None:
+def test_waiters_are_served_in_arrival_order(seed: int, kind: str) -> None:
     """Threads queue in a known (random) order; they must get the lock in exactly that order."""
-    lock = FairLock()
+    lock = make(kind)
     served: list[int] = []
     holder = lock.acquire()
     order = list(range(8))
@@ -49,9 +61,9 @@ def test_waiters_are_served_in_arrival_order(seed: int) -> None:
     assert served == order
 
 
-def test_release_hands_off_directly_no_barging() -> None:
+def test_release_hands_off_directly_no_barging(kind: str) -> None:
     """After release() the oldest waiter owns the lock: the releasing thread cannot take it back."""
-    lock = FairLock()
+    lock = make(kind)
     first = lock.acquire()
     got_it = threading.Event()
     proceed = threading.Event()
@@ -67,10 +79,10 @@ def test_release_hands_off_directly_no_barging() -> None:
     wait_until(lambda: lock.statistics().waiting == 1)
     lock.release(first)
     # The waiter may not even have run yet, but it already owns the lock.
-    with pytest.raises(WouldBlock):
-        lock.acquire_nowait()
-    owner = lock.owner
-    assert owner is not None and owner.thread_ident == w.ident
+    with pytest.raises(LockTimeout):
+        lock.acquire(timeout=0)
+    holders = lock.statistics().holders
+    assert [p.thread_ident for p in holders] == [w.ident]
     proceed.set()
     w.finish()
     assert got_it.is_set()
@@ -92,8 +104,8 @@ def test_newcomer_queues_behind_waiters_even_when_free() -> None:
     assert sem.statistics().held == 0
 
 
-def test_timeout_leaves_the_queue_and_reports_what_it_saw() -> None:
-    lock = FairLock()
+def test_timeout_leaves_the_queue_and_reports_what_it_saw(kind: str) -> None:
+    lock = make(kind)
     holder = lock.acquire()
     start = time.monotonic()
     with pytest.raises(LockTimeout) as info:
@@ -106,8 +118,8 @@ def test_timeout_leaves_the_queue_and_reports_what_it_saw() -> None:
     lock.release(lock.acquire(timeout=0))
 
 
-def test_timed_out_waiter_does_not_block_those_behind_it() -> None:
-    lock = FairLock()
+def test_timed_out_waiter_does_not_block_those_behind_it(kind: str) -> None:
+    lock = make(kind)
     holder = lock.acquire()
     impatient = Worker(lambda: lock.acquire(timeout=0.05), name="impatient")
     impatient.start()
@@ -122,9 +134,9 @@ def test_timed_out_waiter_does_not_block_those_behind_it() -> None:
     assert lock.statistics().held == 0
 
 
-def test_grant_racing_a_timeout_is_never_lost() -> None:
+def test_grant_racing_a_timeout_is_never_lost(kind: str) -> None:
     """Release exactly around the waiter's deadline many times: every permit ends up released."""
-    lock = FairLock()
+    lock = make(kind)
     outcomes = {"granted": 0, "timed_out": 0}
     for i in range(200):
         holder = lock.acquire()
@@ -149,9 +161,9 @@ def test_grant_racing_a_timeout_is_never_lost() -> None:
     assert sum(outcomes.values()) == 200
 
 
-def test_interrupted_waiter_passes_a_granted_permit_on() -> None:
+def test_interrupted_waiter_passes_a_granted_permit_on(kind: str) -> None:
     """An exception raised while parked (like KeyboardInterrupt) must not strand a permit."""
-    lock = FairLock()
+    lock = make(kind)
     holder = lock.acquire()
 
     class Boom(BaseException):
@@ -195,8 +207,8 @@ def test_interrupted_waiter_passes_a_granted_permit_on() -> None:
     assert lock.statistics().held == 0
 
 
-def test_no_lost_or_duplicated_permits_under_stress() -> None:
-    sem = FairSemaphore(3)
+def test_no_lost_or_duplicated_permits_under_stress(kind: str) -> None:
+    sem = make(kind, 3)
     inside = 0
     peak = 0
     count_lock = threading.Lock()
@@ -228,8 +240,8 @@ def test_no_lost_or_duplicated_permits_under_stress() -> None:
 # -- cancellation from another thread ---------------------------------------------------
 
 
-def test_cancelled_waiter_leaves_the_queue_at_once_and_the_rest_keep_their_order() -> None:
-    lock = FairLock()
+def test_cancelled_waiter_leaves_the_queue_at_once_and_the_rest_keep_their_order(kind: str) -> None:
+    lock = make(kind)
     held = lock.acquire()
     served: list[str] = []
     scopes = {name: CancelScope() for name in "abc"}
@@ -270,10 +282,10 @@ def test_cancel_before_acquire_fails_at_once_and_after_a_grant_does_nothing() ->
     assert (stats.held, stats.waiting) == (0, 0)
 
 
-def test_cancellation_racing_grants_and_timeouts_never_loses_a_permit() -> None:
+def test_cancellation_racing_grants_and_timeouts_never_loses_a_permit(kind: str) -> None:
     """Waiters cancelled at random moments, some timing out: each ends with exactly one
     outcome, and every permit granted comes back."""
-    sem = FairSemaphore(2)
+    sem = make(kind, 2)
     threads = 8 * STRESS
     rounds = 150
     outcomes = {"granted": 0, "cancelled": 0, "timed out": 0}
@@ -343,3 +355,19 @@ def test_release_of_unknown_permit_is_an_error() -> None:
 def test_capacity_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         FairSemaphore(0)
+
+
+def test_slots_keep_their_items_and_a_thread_gets_its_last_slot_back() -> None:
+    slots = FairSlots(3)
+    first = slots.acquire()
+    first.item = "connection-1"
+    other = Worker(lambda: slots.acquire())
+    other.start()
+    taken_by_other = other.finish()
+    slots.release(first)
+    again = slots.acquire()
+    assert again is first and again.item == "connection-1"
+    slots.release(again)
+    slots.release(taken_by_other)
+    assert slots.statistics().held == 0
+    assert slots.wait_stats().count == 3

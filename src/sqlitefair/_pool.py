@@ -38,6 +38,7 @@ from ._backends import Backend, Connection, apsw_sqlite_version, get_backend, gi
 from ._busy import BusyPolicy, BusyTimeout, FairRetry, retry_while_busy
 from ._errors import ConfigurationError, OpenError, PoolClosed, PoolTimeout, SqlitefairError, WalResetBugWarning
 from ._fairlock import CancelScope, FairLock, FairSemaphore, LockStatistics, LockTimeout, Permit
+from ._slots import FairSlots, Slot
 from ._stats import PoolStats, StatsRecorder
 
 __all__ = ("Pool", "connect")
@@ -57,11 +58,11 @@ class _ProcessState:
 
     def __init__(self, readers: int) -> None:
         self.pid = os.getpid()
-        self.mutex = threading.Lock()  # guards idle_readers, connections, shut_down
+        self.mutex = threading.Lock()  # guards connections, shut_down
         self.writer_lock = FairLock()
-        self.reader_slots = FairSemaphore(readers)
+        # Each reader slot holds one reader connection (None until first used).
+        self.reader_slots = FairSlots(readers)
         self.writer_conn: Connection | None = None  # touched only by the writer permit's holder
-        self.idle_readers: list[Connection] = []
         self.connections: list[Connection] = []  # every open connection, for close() and fork
         self.shut_down = False  # close() ran (or gave up): returned connections get closed
         self.local = threading.local()  # .depth and .conn of the thread holding the writer
@@ -317,6 +318,7 @@ class Pool:
             busy_policy=self._policy.name,
             readers=self._readers,
             wal_bytes=self._wal_bytes(),
+            reads=state.reader_slots.wait_stats(),
             **self._stats.snapshot(),  # type: ignore[arg-type]
             writer_in_use=writer.held > 0,
             writer_queue=writer.waiting,
@@ -344,11 +346,14 @@ class Pool:
         with _registry_lock:
             _live_pools.discard(self)
         start = time.monotonic()
-        permits: list[tuple[FairSemaphore, Permit]] = []
+        permits: list[tuple[FairSemaphore | FairSlots, Any]] = []
         try:
             for semaphore in (state.writer_lock, *[state.reader_slots] * self._readers):
                 remaining = None if limit is None else limit - (time.monotonic() - start)
-                permits.append((semaphore, semaphore.acquire(remaining)))
+                if isinstance(semaphore, FairSlots):
+                    permits.append((semaphore, semaphore.acquire(remaining, record=False)))
+                else:
+                    permits.append((semaphore, semaphore.acquire(remaining)))
         except LockTimeout as exc:
             mine = [semaphore for semaphore, _ in permits]
             writers_out = state.writer_lock.statistics().held - mine.count(state.writer_lock)
@@ -366,9 +371,11 @@ class Pool:
         finally:
             with state.mutex:
                 state.shut_down = True
-                idle, state.idle_readers = state.idle_readers, []
-            for conn in idle:
-                self._discard(state, conn)
+            for semaphore, slot in permits:
+                if semaphore is state.reader_slots and slot.item is not None:
+                    conn, slot.item = slot.item, None
+                    self._discard(state, conn)
+            self._close_idle_readers(state)  # those in slots that are free but close() did not get
             if permits and permits[0][0] is state.writer_lock and state.writer_conn is not None:
                 conn, state.writer_conn = state.writer_conn, None
                 self._discard(state, conn)
@@ -469,6 +476,18 @@ class Pool:
                     "(is it on a file system without shared memory, or opened read-only?)"
                 )
 
+    def _close_idle_readers(self, state: _ProcessState) -> None:
+        """After close(): close the connections in free reader slots (taken without waiting)."""
+        slots = state.reader_slots
+        for slot in slots.slots:
+            if slot.item is not None and slot.lock.acquire(False):
+                try:
+                    conn, slot.item = slot.item, None
+                    if conn is not None:
+                        self._discard(state, conn)
+                finally:
+                    slots.release(slot)  # hands it to a waiter, if one queued meanwhile
+
     def _discard(self, state: _ProcessState, conn: Connection) -> None:
         """Close ``conn`` (quietly: it is being thrown away) and forget it."""
         with state.mutex:
@@ -516,11 +535,11 @@ class Pool:
         if slots.held_by_current_thread():  # would wait for ourselves
             self._stats.add("checkpoints_skipped")
             return
-        permits: list[Permit] = []
+        permits: list[Slot] = []
         deadline = now + _defaults.CHECKPOINT_READER_WAIT
         try:
             for _ in range(slots.capacity):
-                permits.append(slots.acquire(max(0.0, deadline - time.monotonic())))
+                permits.append(slots.acquire(max(0.0, deadline - time.monotonic()), record=False))
         except LockTimeout:
             self._stats.add("checkpoints_skipped")
             log.debug("skipped a WAL checkpoint of %s: readers busy for %.2f s", self._name, _defaults.CHECKPOINT_READER_WAIT)
@@ -608,8 +627,8 @@ class Pool:
     # -- waiting ------------------------------------------------------------
 
     def _acquire(
-        self, semaphore: FairSemaphore, what: str, timeout: float | None, cancel: CancelScope | None = None
-    ) -> Permit:
+        self, semaphore: FairSemaphore | FairSlots, what: str, timeout: float | None, cancel: CancelScope | None = None
+    ) -> Any:
         try:
             return semaphore.acquire(timeout, cancel=cancel)
         except LockTimeout as exc:
@@ -673,7 +692,7 @@ class _Checkout:
         self._pool = pool
         self._timeout = timeout
         self._state: _ProcessState | None = None
-        self._permit: Permit | None = None
+        self._permit: Permit | Slot | None = None
         self._conn: Connection | None = None
         # Set by the asyncio facade: lets the event loop take a cancelled task's thread out of the queue.
         self._cancel: CancelScope | None = None
@@ -838,21 +857,19 @@ class _Read(_Checkout):
             return self._conn
         pool._check_open()
         start = time.monotonic()
-        permit = pool._acquire(state.reader_slots, "reader", self._timeout, self._cancel)
-        try:
-            with state.mutex:
+        slot = pool._acquire(state.reader_slots, "reader", self._timeout, self._cancel)
+        conn = slot.item  # the slot's connection, opened by an earlier reader
+        if conn is None or state.shut_down:
+            try:
                 if state.shut_down:
                     pool._check_open()
-                conn = state.idle_readers.pop() if state.idle_readers else None
-            if conn is None:
                 deadline = None if self._timeout is None else start + self._timeout
-                conn = pool._open("reader", deadline)
-        except BaseException:
-            state.reader_slots.release(permit)
-            raise
+                conn = slot.item = pool._open("reader", deadline)
+            except BaseException:
+                state.reader_slots.release(slot)
+                raise
         pool._backend.set_holder(conn, get_ident())
-        pool._stats.read_served(time.monotonic() - start)
-        self._permit = permit
+        self._permit = slot
         self._conn = conn
         return conn
 
@@ -871,13 +888,12 @@ class _Read(_Checkout):
         except Exception:
             keep = False
         finally:
-            with state.mutex:
-                if keep and not state.shut_down:
-                    state.idle_readers.append(conn)
-                    conn = None
-            if conn is not None:
+            if not keep or state.shut_down:
+                permit.item = None
                 pool._discard(state, conn)
-            state.reader_slots.release(permit)
+            state.reader_slots.release(permit)  # the connection stays in the slot for the next reader
+            if state.shut_down:  # close() may have looked at the slots before this one came back
+                pool._close_idle_readers(state)
 
 
 def connect(

@@ -90,12 +90,15 @@ class _WaitSeries:
 
 
 class StatsRecorder:
-    """Thread-safe counters of one pool; every update takes one short lock."""
+    """Thread-safe counters of one pool; every update takes one short lock.
+
+    Read waits are not here: the reader slots record them per slot, so that a
+    read takes no process-wide lock (see ``_slots``).
+    """
 
     def __init__(self, window: int = _defaults.STATS_WINDOW) -> None:
         self._lock = threading.Lock()
         self._writes = _WaitSeries(window)
-        self._reads = _WaitSeries(window)
         self._counts = {
             "busy_retries": 0,
             "busy_wait": 0.0,
@@ -117,16 +120,12 @@ class StatsRecorder:
                 self._counts["busy_retries"] += busy_retries
                 self._counts["busy_wait"] += busy_wait
 
-    def read_served(self, waited: float) -> None:
-        with self._lock:
-            self._reads.add(waited)
-
     def add(self, name: str, amount: float = 1) -> None:
         """Add to one of the counters (``write_timeouts``, ``checkpoints``, ...)."""
         with self._lock:
             self._counts[name] += amount
 
     def snapshot(self) -> dict[str, object]:
-        """The recorded fields of :class:`PoolStats`, consistent with each other."""
+        """The recorded fields of :class:`PoolStats` except ``reads``, consistent with each other."""
         with self._lock:
-            return {"writes": self._writes.snapshot(), "reads": self._reads.snapshot(), **self._counts}
+            return {"writes": self._writes.snapshot(), **self._counts}

@@ -1,0 +1,253 @@
+"""Reader slots: N connections checked out in FIFO order, with no shared lock while nobody waits.
+
+Why not a :class:`~sqlitefair.FairSemaphore` and an idle list: on a
+free-threaded build with many more threads than CPUs, a process-wide lock
+taken on every checkout turns into a convoy (a thread is preempted near it,
+and once a waiter has waited 1 ms CPython's lock hands itself to a parked
+thread, which first has to be scheduled).  Measured with 32 threads on 2 CPUs:
+reads fell to 0.45x of one thread, while per-thread connections kept 2x.
+
+So each slot has its own lock, held while the slot is checked out.  A thread
+first tries the slot it used last, then the others, never blocking.  Only when
+every slot is taken does it queue, under the one shared mutex, and a thread
+that returns a slot while others queue hands a free slot to the oldest of them.
+
+Fairness: the lock-free path is taken only while nobody is queued.  A waiter
+publishes itself (``_waiting``) before its last look at the slots, and a
+releasing thread reads ``_waiting`` after unlocking its slot; with the atomic
+operations of CPython's locks one of the two always sees the other.  Waiters
+also look again every ``RECHECK`` seconds, so even a hand-over lost to some
+memory-ordering corner case costs at most that, never a hang.
+"""
+
+from __future__ import annotations
+
+import _thread
+import threading
+from collections import deque
+from time import monotonic
+from typing import Any
+
+from . import _defaults
+from ._fairlock import CancelScope, LockStatistics, LockTimeout, Permit, WaitCancelled
+from ._stats import WaitStats, _WaitSeries, percentile
+
+__all__ = ("FairSlots", "Slot")
+
+_get_ident = _thread.get_ident
+
+#: Seconds between a queued thread's own looks for a free slot (a backstop; hand-over is direct).
+RECHECK = 0.05
+
+
+class Slot:
+    """One slot: its ``lock`` is held while it is checked out; ``item`` is what it hands out (a connection)."""
+
+    __slots__ = ("lock", "item", "holder", "since", "_stat_lock", "_waits")
+
+    def __init__(self, window: int) -> None:
+        self.lock = threading.Lock()
+        self.item: Any = None
+        self.holder: int | None = None  # thread ident of the holder (diagnostics; written by the holder)
+        self.since = 0.0
+        self._stat_lock = threading.Lock()  # the holder and stats() only: never contended for long
+        self._waits = _WaitSeries(window)
+
+
+class _Waiter:
+    __slots__ = ("parker", "slot", "ident", "name", "since", "record", "cancelled")
+
+    def __init__(self, record: bool) -> None:
+        self.parker = _thread.allocate_lock()
+        self.parker.acquire()
+        self.slot: Slot | None = None
+        thread = threading.current_thread()
+        self.ident = thread.ident or 0
+        self.name = thread.name
+        self.since = monotonic()
+        self.record = record
+        self.cancelled = False
+
+
+class FairSlots:
+    """``capacity`` slots granted in arrival order; the pool's reader connections live in them."""
+
+    def __init__(self, capacity: int, *, window: int = _defaults.STATS_WINDOW) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
+        per_slot = max(64, window // capacity)
+        self._slots = tuple(Slot(per_slot) for _ in range(capacity))
+        self._mutex = threading.Lock()  # guards _waiters and _waiting
+        self._waiters: deque[_Waiter] = deque()
+        self._waiting = 0  # len(_waiters); also read without the mutex, on the lock-free path
+        self._home = threading.local()  # .slot: the slot this thread had last
+
+    @property
+    def capacity(self) -> int:
+        return len(self._slots)
+
+    @property
+    def slots(self) -> tuple[Slot, ...]:
+        return self._slots
+
+    # -- checking out ---------------------------------------------------------
+
+    def acquire(self, timeout: float | None = None, *, cancel: CancelScope | None = None, record: bool = True) -> Slot:
+        """A slot, in FIFO order; raises :class:`LockTimeout` or :class:`WaitCancelled`.
+
+        ``record=False`` keeps this wait out of :meth:`wait_stats` (the pool's own holds).
+        """
+        if cancel is not None and cancel.cancelled:
+            raise WaitCancelled("the wait was cancelled before it began")
+        if not self._waiting:
+            slot = self._try_take()
+            if slot is not None:
+                slot.holder, slot.since = _get_ident(), monotonic()
+                if record:
+                    with slot._stat_lock:
+                        slot._waits.add(0.0)
+                return slot
+        return self._acquire_slow(timeout, cancel, record)
+
+    def _try_take(self) -> Slot | None:
+        """Lock a free slot without blocking: this thread's last one first."""
+        home: Slot | None = getattr(self._home, "slot", None)
+        if home is not None and home.lock.acquire(False):
+            return home
+        for slot in self._slots:
+            if slot is not home and slot.lock.acquire(False):
+                self._home.slot = slot
+                return slot
+        return None
+
+    def _acquire_slow(self, timeout: float | None, cancel: CancelScope | None, record: bool) -> Slot:
+        waiter = _Waiter(record)
+        with self._mutex:
+            if cancel is not None:
+                cancel._attach_locked(self, waiter)  # type: ignore[arg-type]
+            self._waiters.append(waiter)
+            self._waiting += 1
+            self._hand_over_locked()  # a slot may be free already: then the oldest waiter gets it
+        deadline = None if timeout is None else waiter.since + max(timeout, 0.0)
+        timed_out: LockTimeout | None = None
+        try:
+            while True:
+                pause = RECHECK if deadline is None else min(RECHECK, deadline - monotonic())
+                if pause > 0 and waiter.parker.acquire(True, pause):
+                    break  # handed a slot, or cancelled
+                with self._mutex:
+                    if waiter.slot is not None or waiter.cancelled:
+                        break
+                    self._hand_over_locked()
+                    if waiter.slot is not None:
+                        break
+                    if deadline is not None and monotonic() >= deadline:
+                        self._waiters.remove(waiter)
+                        self._waiting -= 1
+                        stats = self._statistics_locked()
+                        timed_out = LockTimeout(monotonic() - waiter.since, stats)
+                        break
+        except BaseException:
+            # Interrupted: never leave a handed-over slot stranded, never leave a ghost waiter.
+            with self._mutex:
+                slot = waiter.slot
+                if slot is None and waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                    self._waiting -= 1
+            if slot is not None:
+                self.release(slot)
+            raise
+        slot = waiter.slot
+        if slot is not None:
+            if record:
+                with slot._stat_lock:
+                    slot._waits.add(slot.since - waiter.since)
+            self._home.slot = slot
+            return slot
+        if waiter.cancelled:
+            raise WaitCancelled(f"the wait was cancelled after {monotonic() - waiter.since:.3f} s")
+        assert timed_out is not None
+        raise timed_out
+
+    def _hand_over_locked(self) -> None:
+        """Give free slots to the oldest waiters (under the mutex)."""
+        waiters = self._waiters
+        while waiters:
+            slot = next((s for s in self._slots if s.lock.acquire(False)), None)
+            if slot is None:
+                return
+            waiter = waiters.popleft()
+            self._waiting -= 1
+            slot.holder, slot.since = waiter.ident, monotonic()
+            waiter.slot = slot
+            waiter.parker.release()
+
+    def _cancel_waiter(self, waiter: _Waiter) -> None:
+        """For :class:`CancelScope`: take ``waiter`` out of the queue unless it was handed a slot."""
+        with self._mutex:
+            if waiter.slot is None and not waiter.cancelled and waiter in self._waiters:
+                self._waiters.remove(waiter)
+                self._waiting -= 1
+                waiter.cancelled = True
+                waiter.parker.release()
+
+    def release(self, slot: Slot) -> None:
+        """Return ``slot`` (its ``item`` stays in it); the oldest waiter, if any, gets a free slot."""
+        if not slot.lock.locked():
+            raise RuntimeError("release() of a slot that is not checked out")
+        slot.holder = None
+        slot.lock.release()
+        if self._waiting:  # read after the unlock: see the module docstring
+            with self._mutex:
+                self._hand_over_locked()
+
+    # -- looking ----------------------------------------------------------------
+
+    def statistics(self) -> LockStatistics:
+        with self._mutex:
+            return self._statistics_locked()
+
+    def _statistics_locked(self) -> LockStatistics:
+        holders = []
+        held = 0
+        for slot in self._slots:
+            if slot.lock.locked():
+                held += 1
+                ident = slot.holder
+                if ident is not None:
+                    holders.append(Permit(ident, slot.since))
+        return LockStatistics(
+            capacity=len(self._slots),
+            held=held,
+            waiting=len(self._waiters),
+            holders=tuple(holders),
+            oldest_waiter_since=self._waiters[0].since if self._waiters else None,
+        )
+
+    def queued_or_holding(self, thread_ident: int) -> bool:
+        """Whether thread ``thread_ident`` waits in the queue or holds a slot (for the asyncio facade)."""
+        with self._mutex:
+            if any(w.ident == thread_ident for w in self._waiters):
+                return True
+        return any(s.holder == thread_ident for s in self._slots)
+
+    def held_by_current_thread(self) -> bool:
+        me = _get_ident()
+        return any(s.holder == me and s.lock.locked() for s in self._slots)
+
+    def wait_stats(self) -> WaitStats:
+        """How long granted acquires waited, over all slots (percentiles over each slot's recent waits)."""
+        count, total, longest, recent = 0, 0.0, 0.0, []
+        for slot in self._slots:
+            with slot._stat_lock:
+                series = slot._waits
+                count += series.count
+                total += series.total
+                longest = max(longest, series.max)
+                recent.extend(series.recent)
+        recent.sort()
+        return WaitStats(count, percentile(recent, 0.50), percentile(recent, 0.99), longest, total)
+
+    def __repr__(self) -> str:
+        s = self.statistics()
+        return f"<FairSlots held={s.held}/{s.capacity} waiting={s.waiting}>"
