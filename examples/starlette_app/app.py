@@ -26,6 +26,7 @@ import contextlib
 import os
 import sqlite3
 import sys
+import time
 from typing import Any, AsyncIterator, Iterator
 
 from starlette.applications import Starlette
@@ -64,8 +65,18 @@ def init_db(path: str) -> None:
     """Create and seed the schema once (idempotent; safe when several workers start at once)."""
     conn = sqlite3.connect(path, timeout=30, isolation_level=None)
     try:
-        conn.execute("PRAGMA journal_mode = wal")
-        conn.execute("BEGIN IMMEDIATE")
+        # Switching to WAL can fail at once with "database is locked" while another worker
+        # creates the schema: SQLite does not call the busy handler there. So retry it.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = wal")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+        conn.execute("BEGIN IMMEDIATE")  # waits (busy timeout) for a worker that is seeding
         conn.execute("CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
         conn.execute(
             "CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, seq INTEGER NOT NULL UNIQUE)"
