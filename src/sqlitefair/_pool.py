@@ -858,16 +858,16 @@ class _Read(_Checkout):
         pool._check_open()
         start = time.monotonic()
         slot = pool._acquire(state.reader_slots, "reader", self._timeout, self._cancel)
-        conn = slot.item  # the slot's connection, opened by an earlier reader
-        if conn is None or state.shut_down:
-            try:
-                if state.shut_down:
-                    pool._check_open()
+        conn = slot.item  # the slot's connection, opened by an earlier reader (or None)
+        try:
+            if state.shut_down:  # close() ran while this thread queued
+                pool._check_open()
+            if conn is None:
                 deadline = None if self._timeout is None else start + self._timeout
                 conn = slot.item = pool._open("reader", deadline)
-            except BaseException:
-                state.reader_slots.release(slot)
-                raise
+        except BaseException:
+            state.reader_slots.release(slot)
+            raise
         pool._backend.set_holder(conn, get_ident())
         self._permit = slot
         self._conn = conn
