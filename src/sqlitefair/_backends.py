@@ -22,7 +22,6 @@ Connection = Any
 
 # The binding's own methods, for the pool's statements (no checkout check).
 _sqlite3_execute = sqlite3.Connection.execute
-_sqlite3_close = sqlite3.Connection.close
 
 
 def gil_enabled() -> bool:
@@ -143,7 +142,7 @@ class Sqlite3Backend(Backend):
         return "database is locked" in str(exc)
 
     def close(self, conn: sqlite3.Connection) -> None:
-        _sqlite3_close(conn)
+        conn.close()
 
     def sqlite_version(self) -> str:
         return sqlite3.sqlite_version

@@ -30,8 +30,9 @@ import _thread
 import threading
 from _thread import get_ident
 from collections import OrderedDict
-from time import monotonic
 from dataclasses import dataclass, field
+from time import monotonic
+from typing import Any
 
 __all__ = (
     "FairSemaphore",
@@ -141,7 +142,7 @@ class _Waiter:
     def __init__(self) -> None:
         self.parker = _thread.allocate_lock()
         self.parker.acquire()
-        self.permit: Permit | None = None
+        self.permit: Any = None  # what it is handed: a Permit (FairSemaphore) or a Slot (FairSlots)
         self.cancelled = False
         thread = threading.current_thread()
         self.ident = thread.ident or 0

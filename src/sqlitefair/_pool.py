@@ -347,13 +347,14 @@ class Pool:
             _live_pools.discard(self)
         start = time.monotonic()
         permits: list[tuple[FairSemaphore | FairSlots, Any]] = []
+
+        def remaining() -> float | None:
+            return None if limit is None else limit - (time.monotonic() - start)
+
         try:
-            for semaphore in (state.writer_lock, *[state.reader_slots] * self._readers):
-                remaining = None if limit is None else limit - (time.monotonic() - start)
-                if isinstance(semaphore, FairSlots):
-                    permits.append((semaphore, semaphore.acquire(remaining, record=False)))
-                else:
-                    permits.append((semaphore, semaphore.acquire(remaining)))
+            permits.append((state.writer_lock, state.writer_lock.acquire(remaining())))
+            for _ in range(self._readers):
+                permits.append((state.reader_slots, state.reader_slots.acquire(remaining(), record=False)))
         except LockTimeout as exc:
             mine = [semaphore for semaphore, _ in permits]
             writers_out = state.writer_lock.statistics().held - mine.count(state.writer_lock)
@@ -477,16 +478,9 @@ class Pool:
                 )
 
     def _close_idle_readers(self, state: _ProcessState) -> None:
-        """After close(): close the connections in free reader slots (taken without waiting)."""
-        slots = state.reader_slots
-        for slot in slots.slots:
-            if slot.item is not None and slot.lock.acquire(False):
-                try:
-                    conn, slot.item = slot.item, None
-                    if conn is not None:
-                        self._discard(state, conn)
-                finally:
-                    slots.release(slot)  # hands it to a waiter, if one queued meanwhile
+        """After close(): close the connections in reader slots nobody holds."""
+        for conn in state.reader_slots.take_free_items():
+            self._discard(state, conn)
 
     def _discard(self, state: _ProcessState, conn: Connection) -> None:
         """Close ``conn`` (quietly: it is being thrown away) and forget it."""

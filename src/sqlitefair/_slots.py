@@ -29,7 +29,7 @@ from time import monotonic
 from typing import Any
 
 from . import _defaults
-from ._fairlock import CancelScope, LockStatistics, LockTimeout, Permit, WaitCancelled
+from ._fairlock import CancelScope, LockStatistics, LockTimeout, Permit, WaitCancelled, _Waiter
 from ._stats import WaitStats, _WaitSeries, percentile
 
 __all__ = ("FairSlots", "Slot")
@@ -54,21 +54,6 @@ class Slot:
         self._waits = _WaitSeries(window)
 
 
-class _Waiter:
-    __slots__ = ("parker", "slot", "ident", "name", "since", "record", "cancelled")
-
-    def __init__(self, record: bool) -> None:
-        self.parker = _thread.allocate_lock()
-        self.parker.acquire()
-        self.slot: Slot | None = None
-        thread = threading.current_thread()
-        self.ident = thread.ident or 0
-        self.name = thread.name
-        self.since = monotonic()
-        self.record = record
-        self.cancelled = False
-
-
 class FairSlots:
     """``capacity`` slots granted in arrival order; the pool's reader connections live in them."""
 
@@ -85,10 +70,6 @@ class FairSlots:
     @property
     def capacity(self) -> int:
         return len(self._slots)
-
-    @property
-    def slots(self) -> tuple[Slot, ...]:
-        return self._slots
 
     # -- checking out ---------------------------------------------------------
 
@@ -121,7 +102,7 @@ class FairSlots:
         return None
 
     def _acquire_slow(self, timeout: float | None, cancel: CancelScope | None, record: bool) -> Slot:
-        waiter = _Waiter(record)
+        waiter = _Waiter()  # its .permit is the Slot it is handed
         with self._mutex:
             if cancel is not None:
                 cancel._attach_locked(self, waiter)  # type: ignore[arg-type]
@@ -136,10 +117,10 @@ class FairSlots:
                 if pause > 0 and waiter.parker.acquire(True, pause):
                     break  # handed a slot, or cancelled
                 with self._mutex:
-                    if waiter.slot is not None or waiter.cancelled:
+                    if waiter.permit is not None or waiter.cancelled:
                         break
                     self._hand_over_locked()
-                    if waiter.slot is not None:
+                    if waiter.permit is not None:
                         break
                     if deadline is not None and monotonic() >= deadline:
                         self._waiters.remove(waiter)
@@ -150,14 +131,14 @@ class FairSlots:
         except BaseException:
             # Interrupted: never leave a handed-over slot stranded, never leave a ghost waiter.
             with self._mutex:
-                slot = waiter.slot
+                slot = waiter.permit
                 if slot is None and waiter in self._waiters:
                     self._waiters.remove(waiter)
                     self._waiting -= 1
             if slot is not None:
                 self.release(slot)
             raise
-        slot = waiter.slot
+        slot = waiter.permit
         if slot is not None:
             if record:
                 with slot._stat_lock:
@@ -179,13 +160,13 @@ class FairSlots:
             waiter = waiters.popleft()
             self._waiting -= 1
             slot.holder, slot.since = waiter.ident, monotonic()
-            waiter.slot = slot
+            waiter.permit = slot
             waiter.parker.release()
 
     def _cancel_waiter(self, waiter: _Waiter) -> None:
         """For :class:`CancelScope`: take ``waiter`` out of the queue unless it was handed a slot."""
         with self._mutex:
-            if waiter.slot is None and not waiter.cancelled and waiter in self._waiters:
+            if waiter.permit is None and not waiter.cancelled and waiter in self._waiters:
                 self._waiters.remove(waiter)
                 self._waiting -= 1
                 waiter.cancelled = True
@@ -200,6 +181,16 @@ class FairSlots:
         if self._waiting:  # read after the unlock: see the module docstring
             with self._mutex:
                 self._hand_over_locked()
+
+    def take_free_items(self) -> list[Any]:
+        """Remove and return the items of the slots nobody holds, without waiting (a closing pool)."""
+        items = []
+        for slot in self._slots:
+            if slot.item is not None and slot.lock.acquire(False):
+                items.append(slot.item)
+                slot.item = None
+                self.release(slot)  # hands it to a waiter, if one queued meanwhile
+        return items
 
     # -- looking ----------------------------------------------------------------
 

@@ -38,7 +38,7 @@ synchronous pool directly queue beside them, FIFO as usual.
 and its worker thread leaves the pool's queue at once: the task does not
 take its turn, so the queue behind it does not wait for it.  If the
 connection was handed to it in the same instant, the thread gives it back
-(a write: ``ROLLBACK``).  A task cancelled while its writer waits for
+(a write: ``BEGIN IMMEDIATE``, then ``ROLLBACK``).  A task cancelled while its writer waits for
 another process's lock gives the writer back when that wait ends.  A task
 cancelled inside the block rolls back.  Either way no connection stays
 checked out and no transaction stays open.
