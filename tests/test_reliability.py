@@ -21,11 +21,15 @@ import sqlitefair
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
 
 
-def make_crash_db(path: Path) -> None:
+def make_crash_db(folder: Path) -> tuple[Path, Path, Path, tuple[str, str, str]]:
+    """A database for the crash writers in ``folder``: its path, the writers' log, the file
+    that stops them once it exists, and the writers' arguments (those three as strings)."""
+    path, log, stop = folder / "crash.db", folder / "writes.log", folder / "stop"
     with sqlitefair.connect(path) as pool, pool.transaction() as conn:
         conn.execute("create table log(id integer primary key, key text unique)")
         conn.execute("create table counter(n int)")
         conn.execute("insert into counter values (0)")
+    return path, log, stop, (str(path), str(log), str(stop))
 
 
 class CrashLog:
@@ -65,12 +69,8 @@ class CrashLog:
 
 
 def test_sigkill_in_the_middle_of_transactions_loses_nothing_that_committed(tmp_path: Path) -> None:
-    path = tmp_path / "crash.db"
-    log = tmp_path / "writes.log"
-    make_crash_db(path)
+    path, log, stop, args = make_crash_db(tmp_path)
     ctx = multiprocessing.get_context("spawn")
-    stop = tmp_path / "stop"
-    args = (str(path), str(log), str(stop))
     survivors = [ctx.Process(target=crash_writer, args=args) for _ in range(2)]
     for p in survivors:
         p.start()
@@ -102,12 +102,8 @@ def test_exceptions_and_sigint_in_the_middle_of_transactions_leave_nothing_behin
     """Two processes write throughout; two more end about one transaction in five in the middle
     (an exception in worker threads, a real SIGINT in the main thread). None of those is in
     the database, every reported commit is, and the writer is never left stuck."""
-    path = tmp_path / "abort.db"
-    log = tmp_path / "writes.log"
-    make_crash_db(path)
+    path, log, stop, args = make_crash_db(tmp_path)
     ctx = multiprocessing.get_context("spawn")
-    stop = tmp_path / "stop"
-    args = (str(path), str(log), str(stop))
     processes = [ctx.Process(target=crash_writer, args=args) for _ in range(2)]
     processes += [ctx.Process(target=aborting_writer, args=(*args, 3)) for _ in range(2)]
     for p in processes:
