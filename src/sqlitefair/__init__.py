@@ -21,11 +21,13 @@ from ._busy import BusyPolicy, ConstantRetry, FairRetry, SQLiteBusyTimeout
 from ._errors import (
     ConfigurationError,
     FreeThreadingWarning,
+    NestingError,
     NotCheckedOut,
     OpenError,
     PoolClosed,
     PoolTimeout,
     SqlitefairError,
+    TransactionControlError,
     WalResetBugWarning,
 )
 from ._fairlock import (
@@ -68,6 +70,8 @@ __all__ = (
     "PoolTimeout",
     "PoolClosed",
     "NotCheckedOut",
+    "TransactionControlError",
+    "NestingError",
     "ConfigurationError",
     "OpenError",
     "FreeThreadingWarning",

@@ -16,6 +16,8 @@ __all__ = (
     "PoolTimeout",
     "PoolClosed",
     "NotCheckedOut",
+    "TransactionControlError",
+    "NestingError",
     "ConfigurationError",
     "OpenError",
     "FreeThreadingWarning",
@@ -67,6 +69,20 @@ class PoolClosed(SqlitefairError, sqlite3.ProgrammingError):
 class NotCheckedOut(SqlitefairError, sqlite3.ProgrammingError):
     """A pooled connection (or one of its cursors) was used outside the ``with`` block that
     handed it out, or by a thread other than the one that entered the block.  Nothing was run."""
+
+
+class TransactionControlError(SqlitefairError, sqlite3.ProgrammingError):
+    """Code inside a write block tried to end or change the pool's transaction (``commit()``,
+    ``rollback()``, ``COMMIT``/``ROLLBACK``/``END``/``BEGIN``, ``RELEASE`` of the pool's savepoint,
+    ``with conn:``, changing ``query_only``/``journal_mode``), or the pool found at the end of the
+    block that its transaction had been ended anyway.  Refused before anything was committed; the
+    block rolls back.  (Django's ``atomic()`` raises ``TransactionManagementError`` for the same.)"""
+
+
+class NestingError(SqlitefairError, sqlite3.ProgrammingError):
+    """Blocks of one transaction were nested out of last-in-first-out order (two asyncio tasks
+    inside one ``async with apool.transaction()``, interleaved generators), so their savepoints
+    would interleave.  Refused; nothing of the refused block ran."""
 
 
 class ConfigurationError(SqlitefairError, ValueError):
