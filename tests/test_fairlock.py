@@ -188,15 +188,15 @@ def test_interrupted_waiter_passes_a_granted_permit_on(kind: str) -> None:
         def release(self) -> None:
             self._lock.release()
 
-    from sqlitefair import _fairlock
+    from sqlitefair import _waitqueue
 
-    _fairlock._thread.allocate_lock = ExplodingParker  # type: ignore[assignment]
+    _waitqueue._thread.allocate_lock = ExplodingParker  # type: ignore[assignment]
     try:
         w = Worker(lambda: lock.acquire(timeout=20), name="interrupted")
         w.start()
         wait_until(lambda: lock.statistics().waiting == 1)
     finally:
-        _fairlock._thread.allocate_lock = real_allocate  # type: ignore[assignment]
+        _waitqueue._thread.allocate_lock = real_allocate  # type: ignore[assignment]
     follower = Worker(lambda: lock.release(lock.acquire(timeout=20)), name="follower")
     follower.start()
     wait_until(lambda: lock.statistics().waiting == 2)

@@ -298,7 +298,7 @@ def test_public_surface_is_pinned() -> None:
     assert set(sqlitefair.__all__) == {
         "connect", "Pool", "PoolStats", "WaitStats", "BusyPolicy", "FairRetry", "ConstantRetry",
         "SQLiteBusyTimeout", "Backend", "FairLock", "FairSemaphore", "Permit", "LockStatistics",
-        "LockTimeout", "WouldBlock", "CancelScope", "WaitCancelled", "SqlitefairError", "PoolTimeout", "PoolClosed", "NotCheckedOut",
+        "LockTimeout", "WouldBlock", "CancelScope", "WaitCancelled", "SqlitefairError", "PoolTimeout", "PoolClosed", "NotCheckedOut", "TransactionControlError", "NestingError",
         "ConfigurationError", "OpenError", "FreeThreadingWarning", "WalResetBugWarning", "DEFAULT_PRAGMAS",
         "gil_enabled", "has_wal_reset_bug", "__version__",
     }  # fmt: skip

@@ -10,6 +10,8 @@ and what to do.  All of them pickle (extra fields live in ``__dict__``).
 from __future__ import annotations
 
 import sqlite3
+import time
+from typing import Any
 
 __all__ = (
     "SqlitefairError",
@@ -99,3 +101,64 @@ class FreeThreadingWarning(RuntimeWarning):
 
 class WalResetBugWarning(RuntimeWarning):
     """The linked SQLite has the WAL-reset bug and several connections write this database."""
+
+
+# -- messages that carry live numbers ------------------------------------------------------------
+
+
+def queue_timeout_error(backend: Any, name: str, what: str, waited: float, timeout: float | None, stats: Any) -> PoolTimeout:
+    """The error for a wait in this process's queue (``what``: "writer" or "reader") that timed out.
+
+    ``stats`` is the :class:`~sqlitefair.LockStatistics` seen as the wait gave up."""
+    now = time.monotonic()
+    oldest = min(stats.holders, key=lambda p: p.since, default=None)
+    if what == "writer":
+        held = "it is free now" if oldest is None else (
+            f"held by thread {oldest.thread_name!r} (ident {oldest.thread_ident}) for {now - oldest.since:.2f} s"
+        )
+        advice = (
+            "Keep write transactions short, pass a longer timeout, or look for a transaction left open "
+            "(pool.stats() shows the queue). If the holder is waiting for this thread (it started this "
+            "thread inside its transaction and joins it), that is a deadlock that only this timeout "
+            "ends: do the work in the holder's thread, or after its block."
+        )
+        subject = "the writer connection"
+    else:
+        held = f"all {stats.capacity} are checked out" + (
+            "" if oldest is None else f", the longest by thread {oldest.thread_name!r} for {now - oldest.since:.2f} s"
+        )
+        advice = "Return reader connections sooner, or raise readers= or timeout=."
+        subject = f"one of the {stats.capacity} reader connections"
+    error: PoolTimeout = backend.timeout_error(
+        f"Timed out after {waited:.2f} s waiting for {subject} of {name!r} (timeout={timeout} s): "
+        f"{held}; {stats.waiting} more thread(s) queued. {advice}",
+        waiting_for=what,
+        waited=waited,
+        timeout=timeout,
+        queued=stats.waiting,
+        holder=None if oldest is None else oldest.thread_name,
+        held_for=None if oldest is None else now - oldest.since,
+    )
+    return error
+
+
+def busy_timeout_error(
+    backend: Any, name: str, policy: Any, what: str, exc: Any, start: float, deadline: float | None, queued: int | None = None
+) -> PoolTimeout:
+    """The error for a deadline that passed while another connection held SQLite's write lock.
+
+    ``exc`` is the busy loop's :class:`~sqlitefair._busy.BusyTimeout` (retries, seconds busy)."""
+    waited = time.monotonic() - start
+    timeout = None if deadline is None else deadline - start
+    error: PoolTimeout = backend.timeout_error(
+        f"Timed out after {waited:.2f} s waiting for the database write lock of {name!r}: another "
+        f"connection (most likely another process) held it through {exc.retries} retries over "
+        f"{exc.busy_for:.2f} s (busy policy {policy.name}). Keep write transactions short in "
+        "every process that uses this file, or pass a longer timeout.",
+        waiting_for=what,
+        waited=waited,
+        timeout=timeout,
+        busy_retries=exc.retries,
+        queued=queued,
+    )
+    return error

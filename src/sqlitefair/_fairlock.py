@@ -19,20 +19,23 @@ How this one is fair (after anyio's ``Lock`` and trio's ``ParkingLot``):
   permit), so a waiter nobody wants any more does not take its turn.
 
 One small ``threading.Lock`` (the mutex) guards the queue and the holders and
-is never held while blocking; each waiter parks on its own pre-acquired
-``_thread`` lock, which blocks in C with the GIL released.  Nothing relies on
-the GIL, so it is correct on free-threaded builds.
+is never held while blocking; the queue and the hand-off are
+:class:`~sqlitefair._waitqueue.WaitQueue`, shared with the reader slots.
+Nothing relies on the GIL, so it is correct on free-threaded builds.
+
+Invariant (under the mutex): ``len(_holders) <= capacity``, and a waiter is
+queued only while ``len(_holders) == capacity`` or older waiters are queued.
 """
 
 from __future__ import annotations
 
-import _thread
 import threading
 from _thread import get_ident
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from time import monotonic
-from typing import Any
+
+from ._interrupts import protected
+from ._waitqueue import CancelScope, LockTimeout, WaitCancelled, Waiter, WaitQueue
 
 __all__ = (
     "FairSemaphore",
@@ -48,55 +51,6 @@ __all__ = (
 
 class WouldBlock(Exception):
     """``acquire_nowait()`` could not take a permit without waiting."""
-
-
-class LockTimeout(Exception):
-    """``acquire(timeout)`` gave up; carries how long it waited and the queue it saw."""
-
-    def __init__(self, waited: float, statistics: LockStatistics) -> None:
-        super().__init__(f"no permit after {waited:.3f} s ({statistics.waiting} waiting)")
-        self.waited = waited
-        self.statistics = statistics
-
-
-class WaitCancelled(Exception):
-    """``acquire(cancel=scope)`` gave up because ``scope.cancel()`` was called; no permit is held."""
-
-
-class CancelScope:
-    """Lets one thread cancel another thread's ``acquire(cancel=scope)``.
-
-    ``cancel()`` before the acquire makes it fail at once; during the wait it
-    takes the waiter out of the queue and wakes it; after a grant it does
-    nothing (the holder keeps its permit and must release it).  One scope is
-    meant for one acquire.
-    """
-
-    __slots__ = ("_lock", "_cancelled", "_target")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._cancelled = False
-        self._target: tuple[FairSemaphore, _Waiter] | None = None
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled
-
-    def cancel(self) -> None:
-        with self._lock:
-            self._cancelled = True
-            target = self._target
-        if target is not None:  # taken outside our lock: the semaphore's mutex is always taken first
-            semaphore, waiter = target
-            semaphore._cancel_waiter(waiter)
-
-    def _attach_locked(self, semaphore: FairSemaphore, waiter: _Waiter) -> None:
-        """Called under ``semaphore``'s mutex as ``waiter`` joins its queue."""
-        with self._lock:
-            if self._cancelled:
-                raise WaitCancelled("the wait was cancelled before it began")
-            self._target = (semaphore, waiter)
 
 
 class Permit:
@@ -136,20 +90,6 @@ class LockStatistics:
     oldest_waiter_since: float | None = None
 
 
-class _Waiter:
-    __slots__ = ("parker", "permit", "ident", "name", "since", "cancelled")
-
-    def __init__(self) -> None:
-        self.parker = _thread.allocate_lock()
-        self.parker.acquire()
-        self.permit: Any = None  # what it is handed: a Permit (FairSemaphore) or a Slot (FairSlots)
-        self.cancelled = False
-        thread = threading.current_thread()
-        self.ident = thread.ident or 0
-        self.name = thread.name
-        self.since = monotonic()
-
-
 class FairSemaphore:
     """A counting semaphore that grants permits in strict arrival order."""
 
@@ -159,21 +99,23 @@ class FairSemaphore:
         self._capacity = capacity
         self._mutex = threading.Lock()
         self._holders: dict[Permit, None] = {}
-        self._waiters: OrderedDict[_Waiter, None] = OrderedDict()
+        self._queue = WaitQueue(self._mutex)
 
     @property
     def capacity(self) -> int:
         return self._capacity
 
+    @protected
     def acquire_nowait(self) -> Permit:
         """Take a permit if one is free and nobody is queued, else raise :class:`WouldBlock`."""
         with self._mutex:
-            if self._waiters or len(self._holders) >= self._capacity:
+            if self._queue or len(self._holders) >= self._capacity:
                 raise WouldBlock
             permit = Permit(get_ident(), monotonic())
             self._holders[permit] = None
             return permit
 
+    @protected
     def acquire(self, timeout: float | None = None, *, cancel: CancelScope | None = None) -> Permit:
         """Wait in FIFO order for a permit; ``timeout=None`` waits forever.
 
@@ -183,64 +125,41 @@ class FairSemaphore:
         if cancel is not None and cancel.cancelled:
             raise WaitCancelled("the wait was cancelled before it began")
         with self._mutex:
-            if not self._waiters and len(self._holders) < self._capacity:
+            if not self._queue and len(self._holders) < self._capacity:
                 permit = Permit(get_ident(), monotonic())
                 self._holders[permit] = None
                 return permit
-            waiter = _Waiter()
-            if cancel is not None:
-                cancel._attach_locked(self, waiter)
-            self._waiters[waiter] = None
-        try:
-            if timeout is None:
-                woken = waiter.parker.acquire()
-            else:
-                woken = waiter.parker.acquire(True, max(timeout, 0.0))
-        except BaseException:
-            # Interrupted (KeyboardInterrupt, a signal handler's exception):
-            # never leave a granted permit stranded, never leave a ghost waiter.
-            with self._mutex:
-                if waiter.permit is not None:
-                    self._release_locked(waiter.permit)
-                elif not waiter.cancelled:
-                    del self._waiters[waiter]
-            raise
-        if woken and waiter.permit is not None:
-            return waiter.permit
-        with self._mutex:
-            # A release() may have granted us the permit just as the wait timed out.
-            if waiter.permit is not None:
-                return waiter.permit
-            if waiter.cancelled:  # cancel() already took us out of the queue
-                raise WaitCancelled(f"the wait was cancelled after {monotonic() - waiter.since:.3f} s")
-            del self._waiters[waiter]
-            stats = self._statistics_locked()
-        raise LockTimeout(monotonic() - waiter.since, stats)
+            waiter = self._queue.join_locked(cancel)
+        permit: Permit = self._queue.wait(
+            waiter, timeout, give_back=self.release, statistics_locked=self._statistics_locked
+        )
+        return permit
 
-    def _cancel_waiter(self, waiter: _Waiter) -> None:
-        """Take ``waiter`` out of the queue and wake it, unless it was granted a permit already."""
-        with self._mutex:
-            if waiter.permit is None and not waiter.cancelled and waiter in self._waiters:
-                del self._waiters[waiter]
-                waiter.cancelled = True
-                waiter.parker.release()
-
+    @protected
     def release(self, permit: Permit) -> None:
         """Return ``permit``; the oldest waiter, if any, becomes its next holder."""
         with self._mutex:
+            if permit not in self._holders:
+                raise RuntimeError("release() of a permit that is not held")
             self._release_locked(permit)
 
+    @protected
+    def discard(self, permit: Permit) -> bool:
+        """Return ``permit`` if it is still held; True if it was.  Safe to call twice (cleanup paths)."""
+        with self._mutex:
+            if permit not in self._holders:
+                return False
+            self._release_locked(permit)
+            return True
+
     def _release_locked(self, permit: Permit) -> None:
-        try:
-            del self._holders[permit]
-        except KeyError:
-            raise RuntimeError("release() of a permit that is not held") from None
-        if self._waiters:
-            waiter, _ = self._waiters.popitem(last=False)
-            granted = Permit(waiter.ident, monotonic(), waiter.name)
-            self._holders[granted] = None
-            waiter.permit = granted
-            waiter.parker.release()
+        del self._holders[permit]
+        self._queue.hand_over_locked(self._grant_locked)
+
+    def _grant_locked(self, waiter: Waiter) -> Permit:
+        granted = Permit(waiter.ident, monotonic(), waiter.name)
+        self._holders[granted] = None
+        return granted
 
     def queued_or_holding(self, thread_ident: int) -> bool:
         """Whether thread ``thread_ident`` waits in the queue or holds a permit.
@@ -249,13 +168,13 @@ class FairSemaphore:
         wait until one has joined the queue before starting the next.
         """
         with self._mutex:
-            return any(w.ident == thread_ident for w in self._waiters) or any(
+            return self._queue.has_thread_locked(thread_ident) or any(
                 p.thread_ident == thread_ident for p in self._holders
             )
 
     def held_by_current_thread(self) -> bool:
         """Whether the calling thread holds at least one permit."""
-        me = threading.get_ident()
+        me = get_ident()
         with self._mutex:
             return any(p.thread_ident == me for p in self._holders)
 
@@ -264,13 +183,12 @@ class FairSemaphore:
             return self._statistics_locked()
 
     def _statistics_locked(self) -> LockStatistics:
-        oldest = next(iter(self._waiters)).since if self._waiters else None
         return LockStatistics(
             capacity=self._capacity,
             held=len(self._holders),
-            waiting=len(self._waiters),
+            waiting=len(self._queue),
             holders=tuple(self._holders),
-            oldest_waiter_since=oldest,
+            oldest_waiter_since=self._queue.oldest_since_locked(),
         )
 
     def __repr__(self) -> str:

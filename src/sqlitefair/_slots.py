@@ -13,28 +13,33 @@ every slot is taken does it queue, under the one shared mutex, and a thread
 that returns a slot while others queue hands a free slot to the oldest of them.
 
 Fairness: the lock-free path is taken only while nobody is queued.  A waiter
-publishes itself (``_waiting``) before its last look at the slots, and a
-releasing thread reads ``_waiting`` after unlocking its slot; with the atomic
-operations of CPython's locks one of the two always sees the other.  Waiters
-also look again every ``RECHECK`` seconds, so even a hand-over lost to some
-memory-ordering corner case costs at most that, never a hang.
+publishes itself (the queue's ``count``) before its last look at the slots,
+and a releasing thread reads ``count`` after unlocking its slot; with the
+atomic operations of CPython's locks one of the two always sees the other.
+Waiters also look again every ``RECHECK`` seconds, so even a hand-over lost
+to some memory-ordering corner case costs at most that, never a hang.  The
+queue and the hand-off are the same :class:`~sqlitefair._waitqueue.WaitQueue`
+the writer's lock uses.
+
+Invariant: a slot's ``lock`` is held exactly while the slot is checked out;
+``owner`` (the pool's checkout object, or None) and ``holder`` are written
+only by whoever holds that lock, and cleared before it is released.
 """
 
 from __future__ import annotations
 
-import _thread
 import threading
-from collections import deque
+from _thread import get_ident
 from time import monotonic
 from typing import Any
 
 from . import _defaults
-from ._fairlock import CancelScope, LockStatistics, LockTimeout, Permit, WaitCancelled, _Waiter
+from ._fairlock import LockStatistics, Permit
+from ._interrupts import protected
 from ._stats import WaitStats, _WaitSeries, percentile
+from ._waitqueue import CancelScope, WaitCancelled, Waiter, WaitQueue
 
 __all__ = ("FairSlots", "Slot")
-
-_get_ident = _thread.get_ident
 
 #: Seconds between a queued thread's own looks for a free slot (a backstop; hand-over is direct).
 RECHECK = 0.05
@@ -43,12 +48,13 @@ RECHECK = 0.05
 class Slot:
     """One slot: its ``lock`` is held while it is checked out; ``item`` is what it hands out (a connection)."""
 
-    __slots__ = ("lock", "item", "holder", "since", "_stat_lock", "_waits")
+    __slots__ = ("lock", "item", "holder", "owner", "since", "_stat_lock", "_waits")
 
     def __init__(self, window: int) -> None:
         self.lock = threading.Lock()
         self.item: Any = None
-        self.holder: int | None = None  # thread ident of the holder (diagnostics; written by the holder)
+        self.holder: int | None = None  # thread ident of the holder (diagnostics)
+        self.owner: object = None  # the checkout that holds it, for idempotent give-back
         self.since = 0.0
         self._stat_lock = threading.Lock()  # the holder and stats() only: never contended for long
         self._waits = _WaitSeries(window)
@@ -62,9 +68,8 @@ class FairSlots:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
         per_slot = max(64, window // capacity)
         self._slots = tuple(Slot(per_slot) for _ in range(capacity))
-        self._mutex = threading.Lock()  # guards _waiters and _waiting
-        self._waiters: deque[_Waiter] = deque()
-        self._waiting = 0  # len(_waiters); also read without the mutex, on the lock-free path
+        self._mutex = threading.Lock()  # guards the queue
+        self._queue = WaitQueue(self._mutex)
         self._home = threading.local()  # .slot: the slot this thread had last
 
     @property
@@ -73,22 +78,49 @@ class FairSlots:
 
     # -- checking out ---------------------------------------------------------
 
-    def acquire(self, timeout: float | None = None, *, cancel: CancelScope | None = None, record: bool = True) -> Slot:
+    @protected
+    def acquire(
+        self,
+        timeout: float | None = None,
+        *,
+        cancel: CancelScope | None = None,
+        record: bool = True,
+        owner: object = None,
+    ) -> Slot:
         """A slot, in FIFO order; raises :class:`LockTimeout` or :class:`WaitCancelled`.
 
-        ``record=False`` keeps this wait out of :meth:`wait_stats` (the pool's own holds).
+        ``owner`` is recorded on the slot so that :meth:`discard` by the same
+        owner is safe to repeat.  ``record=False`` keeps this wait out of
+        :meth:`wait_stats` (the pool's own holds).
         """
         if cancel is not None and cancel.cancelled:
             raise WaitCancelled("the wait was cancelled before it began")
-        if not self._waiting:
+        if not self._queue.count:
             slot = self._try_take()
             if slot is not None:
-                slot.holder, slot.since = _get_ident(), monotonic()
+                slot.owner = owner
+                slot.holder, slot.since = get_ident(), monotonic()
                 if record:
                     with slot._stat_lock:
                         slot._waits.add(0.0)
                 return slot
-        return self._acquire_slow(timeout, cancel, record)
+        with self._mutex:
+            waiter = self._queue.join_locked(cancel)
+            self._hand_over_locked()  # a slot may be free already: then the oldest waiter gets it
+        slot = self._queue.wait(
+            waiter,
+            timeout,
+            give_back=self.release,
+            statistics_locked=self._statistics_locked,
+            poll_locked=self._hand_over_locked,
+            recheck=RECHECK,
+        )
+        slot.owner = owner
+        if record:
+            with slot._stat_lock:
+                slot._waits.add(slot.since - waiter.since)
+        self._home.slot = slot
+        return slot
 
     def _try_take(self) -> Slot | None:
         """Lock a free slot without blocking: this thread's last one first."""
@@ -101,87 +133,39 @@ class FairSlots:
                 return slot
         return None
 
-    def _acquire_slow(self, timeout: float | None, cancel: CancelScope | None, record: bool) -> Slot:
-        waiter = _Waiter()  # its .permit is the Slot it is handed
-        with self._mutex:
-            if cancel is not None:
-                cancel._attach_locked(self, waiter)  # type: ignore[arg-type]
-            self._waiters.append(waiter)
-            self._waiting += 1
-            self._hand_over_locked()  # a slot may be free already: then the oldest waiter gets it
-        deadline = None if timeout is None else waiter.since + max(timeout, 0.0)
-        timed_out: LockTimeout | None = None
-        try:
-            while True:
-                pause = RECHECK if deadline is None else min(RECHECK, deadline - monotonic())
-                if pause > 0 and waiter.parker.acquire(True, pause):
-                    break  # handed a slot, or cancelled
-                with self._mutex:
-                    if waiter.permit is not None or waiter.cancelled:
-                        break
-                    self._hand_over_locked()
-                    if waiter.permit is not None:
-                        break
-                    if deadline is not None and monotonic() >= deadline:
-                        self._waiters.remove(waiter)
-                        self._waiting -= 1
-                        stats = self._statistics_locked()
-                        timed_out = LockTimeout(monotonic() - waiter.since, stats)
-                        break
-        except BaseException:
-            # Interrupted: never leave a handed-over slot stranded, never leave a ghost waiter.
-            with self._mutex:
-                slot = waiter.permit
-                if slot is None and waiter in self._waiters:
-                    self._waiters.remove(waiter)
-                    self._waiting -= 1
-            if slot is not None:
-                self.release(slot)
-            raise
-        slot = waiter.permit
-        if slot is not None:
-            if record:
-                with slot._stat_lock:
-                    slot._waits.add(slot.since - waiter.since)
-            self._home.slot = slot
-            return slot
-        if waiter.cancelled:
-            raise WaitCancelled(f"the wait was cancelled after {monotonic() - waiter.since:.3f} s")
-        assert timed_out is not None
-        raise timed_out
-
     def _hand_over_locked(self) -> None:
         """Give free slots to the oldest waiters (under the mutex)."""
-        waiters = self._waiters
-        while waiters:
-            slot = next((s for s in self._slots if s.lock.acquire(False)), None)
-            if slot is None:
-                return
-            waiter = waiters.popleft()
-            self._waiting -= 1
-            slot.holder, slot.since = waiter.ident, monotonic()
-            waiter.permit = slot
-            waiter.parker.release()
+        while self._queue.hand_over_locked(self._take_for_locked):
+            pass
 
-    def _cancel_waiter(self, waiter: _Waiter) -> None:
-        """For :class:`CancelScope`: take ``waiter`` out of the queue unless it was handed a slot."""
-        with self._mutex:
-            if waiter.permit is None and not waiter.cancelled and waiter in self._waiters:
-                self._waiters.remove(waiter)
-                self._waiting -= 1
-                waiter.cancelled = True
-                waiter.parker.release()
+    def _take_for_locked(self, waiter: Waiter) -> Slot | None:
+        for slot in self._slots:
+            if slot.lock.acquire(False):
+                slot.holder, slot.since = waiter.ident, monotonic()
+                return slot
+        return None
 
+    @protected
     def release(self, slot: Slot) -> None:
         """Return ``slot`` (its ``item`` stays in it); the oldest waiter, if any, gets a free slot."""
         if not slot.lock.locked():
             raise RuntimeError("release() of a slot that is not checked out")
+        slot.owner = None
         slot.holder = None
         slot.lock.release()
-        if self._waiting:  # read after the unlock: see the module docstring
+        if self._queue.count:  # read after the unlock: see the module docstring
             with self._mutex:
                 self._hand_over_locked()
 
+    @protected
+    def discard(self, slot: Slot, owner: object) -> bool:
+        """Release ``slot`` if ``owner`` still holds it; True if it did.  Safe to repeat."""
+        if owner is None or slot.owner is not owner or not slot.lock.locked():
+            return False
+        self.release(slot)
+        return True
+
+    @protected
     def take_free_items(self) -> list[Any]:
         """Remove and return the items of the slots nobody holds, without waiting (a closing pool)."""
         items = []
@@ -210,20 +194,20 @@ class FairSlots:
         return LockStatistics(
             capacity=len(self._slots),
             held=held,
-            waiting=len(self._waiters),
+            waiting=len(self._queue),
             holders=tuple(holders),
-            oldest_waiter_since=self._waiters[0].since if self._waiters else None,
+            oldest_waiter_since=self._queue.oldest_since_locked(),
         )
 
     def queued_or_holding(self, thread_ident: int) -> bool:
         """Whether thread ``thread_ident`` waits in the queue or holds a slot (for the asyncio facade)."""
         with self._mutex:
-            if any(w.ident == thread_ident for w in self._waiters):
+            if self._queue.has_thread_locked(thread_ident):
                 return True
         return any(s.holder == thread_ident for s in self._slots)
 
     def held_by_current_thread(self) -> bool:
-        me = _get_ident()
+        me = get_ident()
         return any(s.holder == me and s.lock.locked() for s in self._slots)
 
     def wait_stats(self) -> WaitStats:

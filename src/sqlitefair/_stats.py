@@ -52,6 +52,9 @@ class PoolStats:
     #: WAL checkpoints sqlitefair ran because the WAL outgrew ``wal_limit``, and ones it had to skip.
     checkpoints: int
     checkpoints_skipped: int
+    #: Times a writer found its connection still inside a transaction that an interrupted
+    #: holder had left open, and rolled it back before use (0 unless something went wrong).
+    writer_resets: int
     wal_bytes: int
     writer_in_use: bool
     writer_queue: int
@@ -106,6 +109,7 @@ class StatsRecorder:
             "read_timeouts": 0,
             "checkpoints": 0,
             "checkpoints_skipped": 0,
+            "writer_resets": 0,
         }
 
     def write_served(self, waited: float, busy_retries: int, busy_wait: float) -> None:

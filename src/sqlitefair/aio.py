@@ -63,7 +63,7 @@ import time
 from types import TracebackType
 from typing import Any, Callable, Concatenate, Iterable, Mapping, ParamSpec, Sequence, TypeVar
 
-from ._errors import PoolClosed, SqlitefairError
+from ._errors import NestingError, PoolClosed, SqlitefairError
 from ._fairlock import CancelScope
 from ._pool import Pool
 from ._pool import connect as _connect_pool
@@ -348,7 +348,7 @@ class _Checkout:
     __slots__ = (
         "_apool", "_kind", "_sync_cm", "_used", "_worker", "_parent", "_prev", "_ident",
         "_lock", "_open", "_abandoned", "_cm", "_conn", "_started", "_settled", "_token", "_cursors",
-        "_cancel",
+        "_cancel", "_child",
     )
 
     def __init__(self, apool: AsyncPool, kind: str, timeout: float | None) -> None:
@@ -356,12 +356,17 @@ class _Checkout:
         self._kind = kind
         # Made here (cheap, validates ``timeout`` at the call), entered and exited on the worker thread.
         pool = apool._pool
-        kwargs = {} if timeout is _UNSET else {"timeout": timeout}
+        self._cancel = CancelScope()  # takes the worker out of the queue
+        kwargs: dict[str, Any] = {"cancel": self._cancel}
+        if timeout is not _UNSET:
+            kwargs["timeout"] = timeout
         self._sync_cm: Any = pool.transaction(**kwargs) if kind == "transaction" else pool.read(**kwargs)
-        self._cancel = self._sync_cm._cancel = CancelScope()  # takes the worker out of the queue
         self._used = False
         self._worker: _Worker | None = None
         self._parent: _Checkout | None = None  # the enclosing transaction, for nested blocks
+        # The nested transaction block open inside this one (touched on the event loop only): a second
+        # one, from a sibling task, would interleave savepoints with it, so it is refused.
+        self._child: _Checkout | None = None
         self._prev: _Checkout | None = None  # the checkout that queues just before this one
         self._ident = 0  # the worker thread's ident, once it started
         self._lock = threading.Lock()
@@ -384,6 +389,7 @@ class _Checkout:
         try:
             await future
         except asyncio.CancelledError:
+            self._leave_parent()
             with self._lock:
                 self._abandoned = True
                 entered = self._open
@@ -395,6 +401,9 @@ class _Checkout:
                 except Exception:
                     log.warning("rolling back an abandoned %s failed", self._kind, exc_info=True)
             raise
+        except BaseException:
+            self._leave_parent()
+            raise
         if self._kind == "transaction":
             self._token = _open_transactions.set(_open_transactions.get() + (self,))
         return AsyncConnection(self)
@@ -405,6 +414,16 @@ class _Checkout:
         apool = self._apool
         parent = next((c for c in reversed(_open_transactions.get()) if c._apool is apool and c._open), None)
         if parent is not None:
+            if self._kind == "transaction":
+                if parent._child is not None:
+                    raise NestingError(
+                        "async with apool.transaction() would open beside another open block nested in the "
+                        "same transaction (two tasks nested in one transaction at once, e.g. asyncio.gather); "
+                        "their savepoints would interleave, so one's rollback could undo the other's work. "
+                        "Nothing of this block ran. Await nested blocks one after the other, or give each "
+                        "task its own transaction."
+                    )
+                parent._child = self
             self._parent, self._worker = parent, parent._worker
         else:
             self._worker, self._prev = apool._take_worker(self)
@@ -441,6 +460,8 @@ class _Checkout:
                 self._abandoned = True
             self._cancel.cancel()
             raise
+        finally:
+            self._leave_parent()
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -456,7 +477,16 @@ class _Checkout:
         worker = self._worker
         assert worker is not None
         # The job runs even if this await is cancelled: the block always ends on its thread.
-        await worker.submit(lambda: self._exit(exc_type, exc, tb))
+        try:
+            await worker.submit(lambda: self._exit(exc_type, exc, tb))
+        finally:
+            self._leave_parent()
+
+    def _leave_parent(self) -> None:
+        """This nested block is over (event loop side): its parent may open another one."""
+        parent = self._parent
+        if parent is not None and parent._child is self:
+            parent._child = None
 
     async def _call(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn(conn)`` on the worker thread."""
@@ -532,10 +562,9 @@ class _Checkout:
         checkouts join the queue in the order their ``async with`` started.
         """
         self._started.wait()
-        state = self._apool._pool._state
-        semaphore = state.writer_lock if kind == "transaction" else state.reader_slots
+        pool = self._apool._pool
         spins = 0
-        while not self._settled.is_set() and not semaphore.queued_or_holding(self._ident):
+        while not self._settled.is_set() and not pool.queued_or_holding(kind, self._ident):
             spins += 1
             time.sleep(0 if spins < 50 else 0.0001)
 

@@ -1,0 +1,218 @@
+"""The FIFO waiting and hand-off core shared by the writer's fair lock and the reader slots.
+
+A thread that cannot take what it wants joins a :class:`WaitQueue` and parks
+on its own pre-acquired ``_thread`` lock (which blocks in C with the GIL
+released).  The thread that frees a permit or a slot does not put it back for
+anyone to grab: it *hands it over* to the oldest waiter, writing the grant
+into the waiter before waking it, so nobody can barge in between.
+
+Invariants, all under the owner's mutex (the queue has no lock of its own;
+the semaphore or slot set that owns it passes its mutex in):
+
+* a waiter is in ``_waiters`` exactly while it is neither granted nor
+  cancelled nor gone (timed out, interrupted);
+* ``waiter.grant`` is written once, by the granting thread, before the wake;
+* a waiter that stops waiting for any reason re-checks ``grant`` under the
+  mutex: a timed-out waiter keeps a grant that raced its timeout, an
+  interrupted one gives it back (to the next waiter), so a grant is never
+  stranded and never given twice.
+
+Waiting itself is :func:`~sqlitefair._interrupts.interruptible`; the
+bookkeeping around it is protected from ``KeyboardInterrupt``.
+"""
+
+from __future__ import annotations
+
+import _thread
+import threading
+from collections import OrderedDict
+from time import monotonic
+from typing import Any, Callable
+
+from ._interrupts import interruptible, protected
+
+__all__ = ("WaitQueue", "Waiter", "CancelScope", "WaitCancelled", "LockTimeout")
+
+
+class WaitCancelled(Exception):
+    """``acquire(cancel=scope)`` gave up because ``scope.cancel()`` was called; nothing is held."""
+
+
+class LockTimeout(Exception):
+    """``acquire(timeout)`` gave up; carries how long it waited and the queue it saw."""
+
+    def __init__(self, waited: float, statistics: Any) -> None:
+        super().__init__(f"no permit after {waited:.3f} s ({statistics.waiting} waiting)")
+        self.waited = waited
+        self.statistics = statistics
+
+
+class Waiter:
+    """One parked thread: what it was granted, who it is, since when."""
+
+    __slots__ = ("parker", "grant", "ident", "name", "since", "cancelled")
+
+    def __init__(self) -> None:
+        self.parker = _thread.allocate_lock()
+        self.parker.acquire()
+        self.grant: Any = None  # a Permit (writer) or a Slot (readers), written by the granting thread
+        self.cancelled = False
+        thread = threading.current_thread()
+        self.ident = thread.ident or 0
+        self.name = thread.name
+        self.since = monotonic()
+
+
+class CancelScope:
+    """Lets one thread cancel another thread's ``acquire(cancel=scope)``.
+
+    ``cancel()`` before the acquire makes it fail at once; during the wait it
+    takes the waiter out of the queue and wakes it; after a grant it does
+    nothing (the holder keeps what it got and must give it back).  One scope
+    is meant for one acquire.
+    """
+
+    __slots__ = ("_lock", "_cancelled", "_target")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cancelled = False
+        self._target: tuple[WaitQueue, Waiter] | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+            target = self._target
+        if target is not None:  # outside our lock: the queue's mutex is always taken first
+            queue, waiter = target
+            queue.cancel(waiter)
+
+    def _attach_locked(self, queue: WaitQueue, waiter: Waiter) -> None:
+        """Called under the queue owner's mutex as ``waiter`` joins it."""
+        with self._lock:
+            if self._cancelled:
+                raise WaitCancelled("the wait was cancelled before it began")
+            self._target = (queue, waiter)
+
+
+@interruptible
+def _park(parker: Any, deadline: float | None, recheck: float | None) -> bool:
+    """Block until woken, the deadline or the recheck pause; True if woken.  A KeyboardInterrupt lands here."""
+    if deadline is None:
+        return parker.acquire() if recheck is None else parker.acquire(True, recheck)
+    pause = deadline - monotonic()
+    if recheck is not None and recheck < pause:
+        pause = recheck
+    return pause > 0 and parker.acquire(True, pause)
+
+
+class WaitQueue:
+    """Threads waiting in arrival order for grants handed over by other threads."""
+
+    __slots__ = ("_mutex", "_waiters", "count")
+
+    def __init__(self, mutex: Any) -> None:
+        self._mutex = mutex  # the owner's; held around every *_locked call
+        self._waiters: OrderedDict[Waiter, None] = OrderedDict()
+        #: len(_waiters), also read without the mutex on lock-free fast paths.
+        self.count = 0
+
+    def __bool__(self) -> bool:
+        return bool(self._waiters)
+
+    def __len__(self) -> int:
+        return len(self._waiters)
+
+    def oldest_since_locked(self) -> float | None:
+        return next(iter(self._waiters)).since if self._waiters else None
+
+    def has_thread_locked(self, ident: int) -> bool:
+        return any(w.ident == ident for w in self._waiters)
+
+    def join_locked(self, cancel: CancelScope | None) -> Waiter:
+        """Queue the calling thread (raises WaitCancelled, queueing nothing, if ``cancel`` already fired)."""
+        waiter = Waiter()
+        if cancel is not None:
+            cancel._attach_locked(self, waiter)
+        self._waiters[waiter] = None
+        self.count += 1
+        return waiter
+
+    def _remove_locked(self, waiter: Waiter) -> None:
+        if self._waiters.pop(waiter, False) is None:
+            self.count -= 1
+
+    @protected
+    def hand_over_locked(self, make_grant: Callable[[Waiter], Any]) -> bool:
+        """Give the oldest waiter ``make_grant(waiter)`` (None: nothing to give) and wake it."""
+        if not self._waiters:
+            return False
+        waiter = next(iter(self._waiters))
+        grant = make_grant(waiter)
+        if grant is None:
+            return False
+        self._remove_locked(waiter)
+        waiter.grant = grant
+        waiter.parker.release()
+        return True
+
+    @protected
+    def cancel(self, waiter: Waiter) -> None:
+        """Take ``waiter`` out of the queue and wake it, unless it was granted already."""
+        with self._mutex:
+            if waiter.grant is None and not waiter.cancelled and waiter in self._waiters:
+                self._remove_locked(waiter)
+                waiter.cancelled = True
+                waiter.parker.release()
+
+    @protected
+    def wait(
+        self,
+        waiter: Waiter,
+        timeout: float | None,
+        *,
+        give_back: Callable[[Any], None],
+        statistics_locked: Callable[[], Any],
+        poll_locked: Callable[[], None] | None = None,
+        recheck: float | None = None,
+    ) -> Any:
+        """Park ``waiter`` until it is granted something, and return that.
+
+        Raises :class:`LockTimeout` after ``timeout`` seconds and
+        :class:`WaitCancelled` when cancelled.  ``poll_locked`` (under the
+        mutex, every ``recheck`` seconds) lets the owner hand over what its
+        lock-free paths freed; ``give_back(grant)`` returns a grant that
+        arrived as the wait was interrupted.
+        """
+        deadline = None if timeout is None else waiter.since + max(timeout, 0.0)
+        try:
+            while not _park(waiter.parker, deadline, recheck):
+                with self._mutex:
+                    if waiter.grant is not None or waiter.cancelled:
+                        break
+                    if poll_locked is not None:
+                        poll_locked()
+                        if waiter.grant is not None:
+                            break
+                    if deadline is not None and monotonic() >= deadline:
+                        self._remove_locked(waiter)
+                        raise LockTimeout(monotonic() - waiter.since, statistics_locked())
+        except LockTimeout:
+            raise
+        except BaseException:
+            # Interrupted (KeyboardInterrupt, a signal handler's exception): leave no ghost waiter and
+            # no stranded grant behind.
+            with self._mutex:
+                grant = waiter.grant
+                if grant is None:
+                    self._remove_locked(waiter)
+            if grant is not None:
+                give_back(grant)
+            raise
+        if waiter.grant is not None:
+            return waiter.grant
+        raise WaitCancelled(f"the wait was cancelled after {monotonic() - waiter.since:.3f} s")

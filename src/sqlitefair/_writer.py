@@ -1,0 +1,425 @@
+"""The writer role: one connection, a FIFO queue for it, and the transactions that own it.
+
+Life of a write (``with pool.transaction() as conn``):
+
+1. queue for the writer in this process (a :class:`FairLock`, strict FIFO);
+2. ``BEGIN IMMEDIATE``, retried under the busy policy while another
+   connection, usually another process, holds SQLite's write lock;
+3. the caller's statements, then ``COMMIT`` (or ``ROLLBACK`` on exception);
+4. hand the writer to the next thread in the queue.
+
+**Ownership belongs to the checkout.**  A :class:`Transaction` object owns
+the permit, the connection and the stack of its open blocks; nothing is kept
+per thread.  A nested ``pool.transaction()`` finds its enclosing transaction
+through a :class:`contextvars.ContextVar`, so nesting works alike for
+threads, asyncio tasks and generators, and becomes a ``SAVEPOINT``.  Blocks
+must end last-in-first-out: a block that would open beside another open one
+(sibling asyncio tasks) or end before a block opened inside it raises
+:class:`NestingError`, and a transaction whose blocks were interleaved can
+only roll back.  A block may end on another thread than it began on (a
+generator resumed elsewhere); the context it began in then keeps a
+reference to an ended checkout, which lookups skip.
+
+**No window between a grant and its cleanup.**  Everything a checkout
+acquires is recorded on the checkout in the same statement that acquires it,
+inside a ``try`` whose handler gives back exactly what is recorded; giving
+back is idempotent and retried once if it is itself cut short.  The methods
+are :func:`~sqlitefair._interrupts.protected`, so a SIGINT in them is
+deferred until they return; the waits inside are interruptible.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextvars import ContextVar
+from threading import get_ident
+from time import monotonic
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from ._backends import Connection
+from ._busy import BusyTimeout
+from ._errors import NestingError, SqlitefairError, TransactionControlError, busy_timeout_error, queue_timeout_error
+from ._fairlock import FairLock, Permit
+from ._interrupts import protected
+from ._waitqueue import CancelScope, LockTimeout
+
+if TYPE_CHECKING:
+    from ._pool import Pool, _ProcessState
+
+__all__ = ("WriterGate", "Transaction", "enclosing_transaction")
+
+log = logging.getLogger("sqlitefair")
+
+#: The innermost transaction block entered in the current context (any pool); each links to the one before.
+_current: ContextVar[Transaction | None] = ContextVar("sqlitefair_transaction", default=None)
+
+
+def enclosing_transaction(state: _ProcessState) -> Transaction | None:
+    """The innermost open transaction block of ``state``'s pool in the current context, if any."""
+    tx = _current.get()
+    while tx is not None:
+        if tx._state is state and not tx._ended and not tx._root._ended:  # type: ignore[union-attr]
+            return tx
+        tx = tx._outer
+    return None
+
+
+class WriterGate:
+    """The writer of one pool in one process: the FIFO lock and the one writer connection.
+
+    Invariant: ``conn`` is read and replaced only by the thread holding a
+    ``lock`` permit (a transaction, or ``close()``); a connection found
+    inside a transaction at checkout, closed, or in an unknown state is
+    rolled back or replaced, never handed out as it is.
+    """
+
+    def __init__(self, pool: Pool, state: _ProcessState) -> None:
+        self.lock = FairLock()
+        self.conn: Connection | None = None
+        #: Set in a fork child whose parent forked while this writer was in a transaction.
+        self.fork_error: str | None = None
+        self._pool = pool
+        self._state = state
+
+    def acquire(self, timeout: float | None, cancel: CancelScope | None) -> Permit:
+        """A writer permit in FIFO order, or :class:`PoolTimeout`."""
+        try:
+            return self.lock.acquire(timeout, cancel=cancel)
+        except LockTimeout as exc:
+            pool = self._pool
+            pool._stats.add("write_timeouts")
+            raise queue_timeout_error(pool._backend, pool._name, "writer", exc.waited, timeout, exc.statistics) from None
+
+    def connection(self, deadline: float | None) -> Connection:
+        """The writer connection, opened on first use (the caller holds the permit)."""
+        conn = self.conn
+        if conn is None:
+            conn = self.conn = self._pool._open_registered("writer", deadline)
+        return conn
+
+    @protected
+    def reset(self, conn: Connection) -> None:
+        """Take ``conn`` back from a checkout: roll back what is left open, or replace the connection."""
+        pool = self._pool
+        backend = pool._backend
+        backend.set_holder(conn, None)
+        try:
+            if backend.in_transaction(conn):
+                backend.execute(conn, "ROLLBACK")
+        except Exception:
+            # Closed by the caller, or in an unknown state: the next writer opens a fresh one.
+            if not backend.is_closed(conn):
+                log.warning("ROLLBACK failed on %s; replacing the writer connection", pool._name, exc_info=True)
+            self.drop(conn)
+            return
+        if self._state.shut_down:
+            self.drop(conn)
+
+    def drop(self, conn: Connection) -> None:
+        """Close ``conn`` and stop using it (the caller holds the permit)."""
+        if self.conn is conn:
+            self.conn = None
+        self._pool._discard(self._state, conn)
+
+
+class Transaction:
+    """A write transaction checkout; see :meth:`sqlitefair.Pool.transaction`.
+
+    The outermost block (its ``_root`` is itself) holds the permit and the
+    connection and keeps ``_stack``, its open blocks, outermost first; nested
+    blocks point at it.  ``_doomed`` says why the transaction can only roll
+    back (its blocks were interleaved).
+    """
+
+    __slots__ = (
+        "_pool", "_timeout", "_cancel", "_state", "_conn", "_permit", "_root", "_stack",
+        "_savepoint", "_outer", "_token", "_entered", "_ended", "_doomed", "_thread",
+    )
+
+    def __init__(self, pool: Pool, timeout: float | None, cancel: CancelScope | None = None) -> None:
+        self._pool = pool
+        self._timeout = timeout
+        self._cancel = cancel  # lets another thread (the asyncio facade) take this waiter out of the queue
+        self._state: _ProcessState | None = None
+        self._conn: Connection | None = None
+        self._permit: Permit | None = None  # the outermost block's writer permit, while held
+        self._root: Transaction | None = None
+        self._stack: list[Transaction] = []  # the outermost block's open blocks, outermost first
+        self._savepoint: str | None = None  # a nested block's SAVEPOINT name
+        self._outer: Transaction | None = None  # the context's innermost block before this one
+        self._token: Any = None  # the ContextVar token that made this block the innermost
+        self._entered = False
+        self._ended = False
+        self._doomed: str | None = None
+        self._thread = 0  # the thread that entered the outermost block
+
+    # -- entering -----------------------------------------------------------------
+
+    @protected
+    def __enter__(self) -> Connection:
+        if self._entered:
+            raise SqlitefairError("this transaction() context was already entered; call pool.transaction() again")
+        self._entered = True
+        state = self._pool._state
+        parent = enclosing_transaction(state)
+        if parent is not None:
+            return self._enter_savepoint(parent)
+        return self._enter_outer(state)
+
+    def _enter_outer(self, state: _ProcessState) -> Connection:
+        pool = self._pool
+        if pool._closed:
+            raise pool._closed_error()
+        gate = state.writer
+        if gate.fork_error is not None:
+            raise SqlitefairError(gate.fork_error)
+        start = monotonic()
+        deadline = None if self._timeout is None else start + self._timeout
+        self._state = state
+        try:
+            self._permit = gate.acquire(self._timeout, self._cancel)
+            # From here on, only this checkout touches the writer connection.
+            if state.shut_down:
+                raise pool._closed_error()
+            conn = self._conn = gate.connection(deadline)
+            backend = pool._backend
+            if backend.in_transaction(conn):  # left open by an interrupted holder: heal, count, go on
+                backend.execute(conn, "ROLLBACK")
+                pool._stats.add("writer_resets")
+            queued_until = monotonic()
+            try:
+                retries = backend.begin(conn, "BEGIN IMMEDIATE", pool._policy, deadline)
+            except BusyTimeout as exc:
+                pool._stats.add("write_timeouts")
+                pool._stats.add("busy_retries", exc.retries)
+                raise busy_timeout_error(
+                    backend, pool._name, pool._policy, "write lock", exc, start, deadline,
+                    gate.lock.statistics().waiting,
+                ) from exc.__cause__
+            self._root = self
+            self._stack.append(self)
+            self._thread = get_ident()
+            backend.set_holder(conn, self._thread)
+            self._outer = _current.get()
+            self._token = _current.set(self)
+            # Statistics and warnings last: if a warning is an error here, the handler below rolls back.
+            now = monotonic()
+            if retries:
+                pool._stats.write_served(now - start, retries, now - queued_until)
+                pool._saw_other_writer()
+            else:
+                pool._stats.write_served(now - start, 0, 0.0)
+                if state.pid != pool._created_pid:
+                    pool._saw_other_writer()
+        except BaseException:
+            self._give_back()
+            raise
+        return conn
+
+    def _enter_savepoint(self, parent: Transaction) -> Connection:
+        root = parent._root
+        assert root is not None
+        if root._thread != get_ident():
+            raise NestingError(
+                "pool.transaction() was nested in a transaction that another thread entered (this thread "
+                "inherited its context, e.g. through asyncio.to_thread or contextvars.copy_context); a "
+                "transaction's connection belongs to the thread that entered it. Run this block in that "
+                "thread, or after its transaction ends."
+            )
+        if root._doomed is not None:
+            raise NestingError(root._doomed)
+        if root._stack[-1] is not parent:
+            raise NestingError(
+                "pool.transaction() would open beside another open block of the same transaction (for "
+                "example two asyncio tasks nested in one transaction at once); their savepoints would "
+                "interleave, so one's rollback could undo the other's work. Nothing of this block ran. "
+                "Nest blocks one after the other, or give each task its own transaction."
+            )
+        self._state = root._state
+        self._root = root
+        conn = self._conn = root._conn
+        name = f"sqlitefair_{len(root._stack)}"
+        try:
+            self._pool._backend.execute(conn, f"SAVEPOINT {name}")
+            self._savepoint = name
+            root._stack.append(self)
+            self._outer = _current.get()
+            self._token = _current.set(self)
+        except BaseException:
+            self._leave()
+            raise
+        return conn
+
+    # -- exiting ----------------------------------------------------------------
+
+    @protected
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._root is not self:
+            return self._exit_savepoint(exc_type)
+        if self._ended:
+            raise SqlitefairError("this transaction() block has already ended")
+        problem: SqlitefairError | None = None
+        try:
+            problem = self._problem()
+            if exc_type is None and problem is None:
+                self._commit()
+        finally:
+            try:
+                self._give_back()  # rolls back whatever was not committed
+            except BaseException:
+                self._give_back()  # cut short (an exception at any line of it): once more, it is idempotent
+                raise
+        if problem is not None and exc_type is None:
+            raise problem
+
+    def _problem(self) -> SqlitefairError | None:
+        """Why this transaction may not commit, or None: is it still the one the pool opened?"""
+        if self._doomed is not None:
+            return NestingError(self._doomed)
+        if len(self._stack) != 1:
+            return NestingError(
+                f"the transaction ended while {len(self._stack) - 1} block(s) nested in it were still open "
+                "(blocks exited out of order, e.g. from interleaved generators); it was rolled back."
+            )
+        backend = self._pool._backend
+        conn = self._conn
+        try:
+            intact = backend.in_transaction(conn)
+        except Exception:
+            if not backend.is_closed(conn):
+                raise
+            return TransactionControlError(
+                "the writer connection was closed inside the transaction() block (conn.close()); SQLite "
+                "rolled the block back, so nothing of it was committed. Do not close pooled connections: "
+                "the pool opens a new one for the next transaction."
+            )
+        if not intact:
+            return TransactionControlError(
+                "the block's transaction was ended inside the transaction() block by something the pool "
+                "could not refuse; statements after that point ran in autocommit mode. The pool reports the "
+                "block as failed. Let the block end to commit, or raise to roll back."
+            )
+        return None
+
+    def _commit(self) -> None:
+        pool = self._pool
+        conn = self._conn
+        pool._files.check_before_commit()  # never acknowledge a commit into a deleted file
+        start = monotonic()
+        deadline = None if self._timeout is None else start + self._timeout
+        try:
+            # COMMIT can only meet SQLITE_BUSY outside WAL mode (waiting for readers to leave).
+            pool._backend.begin(conn, "COMMIT", pool._policy, deadline)
+        except BusyTimeout as exc:
+            pool._stats.add("write_timeouts")
+            pool._stats.add("busy_retries", exc.retries)
+            raise busy_timeout_error(pool._backend, pool._name, pool._policy, "commit", exc, start, deadline) from exc.__cause__
+        wal = pool._wal
+        if wal.due <= start:
+            assert self._state is not None
+            wal.after_commit(conn, self._state.readers.slots)
+
+    @protected
+    def _give_back(self) -> None:
+        """Return what this (outermost) checkout holds: roll back, hand the writer on.  Idempotent."""
+        state = self._state
+        if state is not None and self._permit is not None:
+            gate = state.writer
+            conn = self._conn
+            if conn is not None:
+                gate.reset(conn)
+            if state.shut_down and gate.conn is not None:
+                gate.drop(gate.conn)
+        for block in self._stack[1:]:  # nested blocks still open (out of order): they can never run again
+            block._ended = True
+        self._leave()
+        permit = self._permit
+        if permit is not None:
+            assert state is not None
+            state.writer.lock.discard(permit)
+            self._permit = None
+
+    def _exit_savepoint(self, exc_type: type[BaseException] | None) -> None:
+        root = self._root
+        assert root is not None
+        if self._ended or root._ended:
+            self._leave()
+            raise NestingError(
+                "this nested transaction() block ended after its enclosing transaction had already ended "
+                "(blocks ended out of order); the transaction was rolled back, nothing of this block was committed."
+            )
+        problem: NestingError | None = None
+        try:
+            if root._stack and root._stack[-1] is self:
+                self._end_savepoint(exc_type is None and root._doomed is None)
+            else:
+                problem = self._unwind_out_of_order()
+        finally:
+            try:
+                self._leave()
+            except BaseException:
+                self._leave()
+                raise
+        if problem is not None:
+            raise problem
+
+    def _end_savepoint(self, success: bool) -> None:
+        backend, conn, name = self._pool._backend, self._conn, self._savepoint
+        try:
+            if not backend.in_transaction(conn):
+                return  # SQLite already rolled the whole transaction back (e.g. SQLITE_FULL); the outer block reports it
+        except Exception:
+            return  # closed: the outer block reports it
+        if success:
+            try:
+                backend.execute(conn, f"RELEASE {name}")
+                return
+            except Exception:
+                backend.execute(conn, f"ROLLBACK TO {name}")
+                backend.execute(conn, f"RELEASE {name}")
+                raise
+        backend.execute(conn, f"ROLLBACK TO {name}")
+        backend.execute(conn, f"RELEASE {name}")
+
+    def _unwind_out_of_order(self) -> NestingError:
+        """This block ends while a block entered after it is open: undo both, doom the transaction."""
+        root = self._root
+        assert root is not None
+        message = (
+            "transaction() blocks of one transaction ended out of order (a block ended while a block "
+            "entered after it was still open, e.g. interleaved generators or tasks); their savepoints "
+            "would interleave, so the whole transaction is rolled back and can no longer commit."
+        )
+        root._doomed = message
+        stack = root._stack
+        if self in stack:
+            del stack[stack.index(self) + 1 :]  # the later blocks go with this one's savepoint
+            backend = self._pool._backend
+            try:
+                backend.execute(self._conn, f"ROLLBACK TO {self._savepoint}")
+                backend.execute(self._conn, f"RELEASE {self._savepoint}")
+            except Exception:  # the outermost block rolls everything back anyway
+                log.debug("rolling back an out-of-order savepoint failed", exc_info=True)
+        return NestingError(message)
+
+    def _leave(self) -> None:
+        """Stop being an open block: off the stack, out of the context.  Idempotent."""
+        root = self._root
+        if root is not None:
+            stack = root._stack
+            if stack and stack[-1] is self:
+                stack.pop()
+            elif self in stack:
+                stack.remove(self)
+        token, self._token = self._token, None
+        if token is not None:
+            try:
+                _current.reset(token)
+            except (ValueError, RuntimeError):
+                # Ended in another context than it began in (another thread, a generator resumed
+                # elsewhere): that context still names this checkout, which lookups skip once ended.
+                pass
+        self._ended = True
