@@ -22,55 +22,139 @@ from typing import Any
 
 import apsw
 
-from ._backends import Backend, gil_enabled
+from ._backends import Backend, check_role, gil_enabled
 from ._busy import BusyPolicy, BusyTimeout
-from ._errors import FreeThreadingWarning, PoolTimeout
-from ._guard import not_checked_out
+from ._errors import FreeThreadingWarning, PoolTimeout, TransactionControlError
+from ._guard import OWN_SQL_SUFFIX, TxnPolice, not_checked_out
 
-__all__ = ("ApswBackend", "ApswPoolTimeout", "PooledApswConnection", "PooledApswCursor")
+__all__ = (
+    "ApswBackend",
+    "ApswPoolTimeout",
+    "ApswTransactionControlError",
+    "PooledApswConnection",
+    "PooledApswCursor",
+)
 
 _get_ident = threading.get_ident
 _cursor_execute = apsw.Cursor.execute
 _cursor_executemany = apsw.Cursor.executemany
 _cursor_fetchone = apsw.Cursor.fetchone
 _cursor_fetchall = apsw.Cursor.fetchall
+_authorizer = apsw.Connection.authorizer  # a getset descriptor
 
 
 class ApswPoolTimeout(PoolTimeout, apsw.BusyError):
     """:class:`sqlitefair.PoolTimeout` for apsw pools: also an ``apsw.BusyError``."""
 
 
+class ApswTransactionControlError(TransactionControlError, apsw.AuthError):
+    """:class:`sqlitefair.TransactionControlError` for apsw pools: also an ``apsw.AuthError``
+    (SQLite's authorizer refused the statement)."""
+
+
+def _refusal(conn: Any, exc: apsw.AuthError) -> TransactionControlError | None:
+    police = conn._sf_police
+    return None if police is None else police.take_error(exc, ApswTransactionControlError)
+
+
 class PooledApswConnection(apsw.Connection):
     """The apsw backend's connection: its cursors (which ``execute``, ``executemany`` and
-    ``pragma`` use too) run SQL only for the thread that has it checked out (see ``_guard``)."""
+    ``pragma`` use too) run SQL only for the thread that has it checked out, and (opened with
+    a role) refuse transaction control with :class:`~sqlitefair.TransactionControlError`
+    (see ``_guard``).
 
-    __slots__ = ("_sf_holder", "_sf_label")
+    ``with conn:`` is allowed on the writer: apsw makes it a SAVEPOINT (named
+    ``_apsw-N``), released at the end or rolled back if the body raises, so it
+    nests inside the pool's transaction and undoes only its own part.
+
+    ``authorizer`` / ``set_authorizer()`` install the user's authorizer behind
+    the pool's: the pool's decides first (and alone for the pool's own
+    statements); what it allows, the user's decides.
+    """
+
+    __slots__ = ("_sf_holder", "_sf_label", "_sf_police")
+
+    @property  # type: ignore[override]
+    def authorizer(self) -> Any:
+        police = self._sf_police
+        return _authorizer.__get__(self) if police is None else police.user
+
+    @authorizer.setter
+    def authorizer(self, callable: Any) -> None:
+        self.set_authorizer(callable)
+
+    def set_authorizer(self, callable: Any) -> None:  # type: ignore[override]
+        police = self._sf_police
+        if police is None:
+            _authorizer.__set__(self, callable)
+            return
+        police.user = callable
+        police.refused = None
+        _authorizer.__set__(self, police)  # re-installing makes SQLite re-check cached statements
+
+    setauthorizer = set_authorizer  # apsw's old name
 
 
 class PooledApswCursor(apsw.Cursor):
-    """The ``cursor_factory`` of :class:`PooledApswConnection`: refuses callers that lack the checkout."""
+    """The ``cursor_factory`` of :class:`PooledApswConnection`: refuses callers that lack the checkout,
+    and turns the authorizer's refusals into :class:`~sqlitefair.TransactionControlError`.
+
+    ``execute`` runs a string of several statements one at a time, each seen by
+    the authorizer: ``"insert ...; COMMIT; insert ..."`` runs the first insert
+    (inside the block's transaction) and is refused at ``COMMIT``.  A refusal
+    met while iterating (``for row in cursor`` after ``"select ...; COMMIT"``)
+    is refused just the same, but surfaces as apsw's ``AuthError``.
+    """
 
     __slots__ = ()
 
     def execute(self, *args: Any, **kwargs: Any) -> apsw.Cursor:
-        if self.connection._sf_holder != _get_ident():
-            raise not_checked_out(self.connection)
-        return _cursor_execute(self, *args, **kwargs)
+        conn = self.connection
+        if conn._sf_holder != _get_ident():
+            raise not_checked_out(conn)
+        try:
+            return _cursor_execute(self, *args, **kwargs)
+        except apsw.AuthError as exc:
+            error = _refusal(conn, exc)
+            if error is None:
+                raise
+        raise error
 
     def executemany(self, *args: Any, **kwargs: Any) -> apsw.Cursor:
-        if self.connection._sf_holder != _get_ident():
-            raise not_checked_out(self.connection)
-        return _cursor_executemany(self, *args, **kwargs)
+        conn = self.connection
+        if conn._sf_holder != _get_ident():
+            raise not_checked_out(conn)
+        try:
+            return _cursor_executemany(self, *args, **kwargs)
+        except apsw.AuthError as exc:
+            error = _refusal(conn, exc)
+            if error is None:
+                raise
+        raise error
 
     def fetchone(self) -> Any:
-        if self.connection._sf_holder != _get_ident():
-            raise not_checked_out(self.connection)
-        return _cursor_fetchone(self)
+        conn = self.connection
+        if conn._sf_holder != _get_ident():
+            raise not_checked_out(conn)
+        try:
+            return _cursor_fetchone(self)
+        except apsw.AuthError as exc:  # the next statement of a multi-statement string
+            error = _refusal(conn, exc)
+            if error is None:
+                raise
+        raise error
 
     def fetchall(self) -> list[Any]:
-        if self.connection._sf_holder != _get_ident():
-            raise not_checked_out(self.connection)
-        return _cursor_fetchall(self)
+        conn = self.connection
+        if conn._sf_holder != _get_ident():
+            raise not_checked_out(conn)
+        try:
+            return _cursor_fetchall(self)
+        except apsw.AuthError as exc:
+            error = _refusal(conn, exc)
+            if error is None:
+                raise
+        raise error
 
 
 class _BusyHandler:
@@ -115,31 +199,74 @@ class ApswBackend(Backend):
                 stacklevel=6,  # the caller of sqlitefair.connect()
             )
 
-    def connect(self, target: str, *, uri: bool, busy_timeout: float, label: str = "") -> apsw.Connection:
+    def connect(
+        self, target: str, *, uri: bool, busy_timeout: float, label: str = "", role: str | None = None
+    ) -> apsw.Connection:
+        check_role(role)
         flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
         if uri:
             flags |= apsw.SQLITE_OPEN_URI
         conn = PooledApswConnection(target, flags=flags)
         conn._sf_holder = None
         conn._sf_label = label or "a pooled connection"
+        conn._sf_police = None
         conn.cursor_factory = PooledApswCursor
         conn.set_busy_timeout(int(busy_timeout * 1000))
+        if role is not None:
+            police = TxnPolice(role, conn._sf_label)
+            conn._sf_police = police
+            _authorizer.__set__(conn, police)
         return conn
 
     def set_holder(self, conn: PooledApswConnection, holder: int | None) -> None:
         conn._sf_holder = holder
+        police = conn._sf_police
+        if police is not None:
+            police.refused = None  # a refusal that surfaced untranslated must not name a later error
 
-    # The pool's own statements use a plain apsw.Cursor: no checkout check.
+    def start_policing(self, conn: PooledApswConnection) -> None:
+        police = conn._sf_police
+        if police is not None and police.pending:
+            police.activate()
+            _authorizer.__set__(conn, police)  # SQLite re-checks the statements prepared so far
+
+    # The pool's own statements use a plain apsw.Cursor (no checkout check).  On a policed
+    # connection they end in OWN_SQL_SUFFIX (their own statement-cache entries) and run with
+    # police.own set, so the transaction-control authorizer lets them through.
     def execute(self, conn: apsw.Connection, sql: str) -> None:
-        for _ in apsw.Cursor(conn).execute(sql):
-            pass
+        police = getattr(conn, "_sf_police", None)
+        if police is not None:
+            police.own = True
+            sql += OWN_SQL_SUFFIX
+        try:
+            for _ in apsw.Cursor(conn).execute(sql):
+                pass
+        finally:
+            if police is not None:
+                police.own = False
 
     def query_one(self, conn: apsw.Connection, sql: str) -> tuple[Any, ...] | None:
-        row = apsw.Cursor(conn).execute(sql).fetchone()
+        police = getattr(conn, "_sf_police", None)
+        if police is not None:
+            police.own = True
+            sql += OWN_SQL_SUFFIX
+        try:
+            row = apsw.Cursor(conn).execute(sql).fetchone()
+        finally:
+            if police is not None:
+                police.own = False
         return None if row is None else tuple(row)
 
     def query_all(self, conn: apsw.Connection, sql: str) -> list[tuple[Any, ...]]:
-        return [tuple(row) for row in apsw.Cursor(conn).execute(sql)]
+        police = getattr(conn, "_sf_police", None)
+        if police is not None:
+            police.own = True
+            sql += OWN_SQL_SUFFIX
+        try:
+            return [tuple(row) for row in apsw.Cursor(conn).execute(sql)]
+        finally:
+            if police is not None:
+                police.own = False
 
     def in_transaction(self, conn: apsw.Connection) -> bool:
         return bool(conn.in_transaction)
@@ -150,11 +277,22 @@ class ApswBackend(Backend):
     def close(self, conn: apsw.Connection) -> None:
         conn.close()
 
+    def is_closed(self, conn: apsw.Connection) -> bool:
+        try:
+            conn.in_transaction  # noqa: B018 - raises ConnectionClosedError once closed
+        except apsw.ConnectionClosedError:
+            return True
+        return False
+
     def sqlite_version(self) -> str:
         return apsw.sqlite_lib_version()
 
     def begin(self, conn: apsw.Connection, sql: str, policy: BusyPolicy, deadline: float | None) -> int:
-        """Run ``sql`` with the policy installed as SQLite's busy handler for this one statement."""
+        """Run ``sql`` with the policy installed as SQLite's busy handler for this one statement.
+        The first call on a writer starts its transaction-control policing."""
+        police = getattr(conn, "_sf_police", None)
+        if police is not None and police.pending:  # the pool did not start_policing() the writer
+            self.start_policing(conn)
         if policy.sqlite_busy_timeout(None) > 0:  # SQLite's own handler was set at connect time
             started = time.monotonic()
             try:

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from ._busy import BusyPolicy, retry_while_busy
 from ._errors import ConfigurationError, PoolTimeout
-from ._guard import PooledSqlite3Connection
+from ._guard import OWN_SQL_SUFFIX, PooledSqlite3Connection, TxnPolice
 
 __all__ = ("Backend", "Sqlite3Backend", "get_backend", "gil_enabled", "has_wal_reset_bug", "apsw_sqlite_version")
 
@@ -22,6 +22,15 @@ Connection = Any
 
 # The binding's own methods, for the pool's statements (no checkout check).
 _sqlite3_execute = sqlite3.Connection.execute
+_sqlite3_set_authorizer = sqlite3.Connection.set_authorizer
+
+#: Roles ``Backend.connect`` accepts (None: a connection that does not police transaction control).
+ROLES = ("writer", "reader", None)
+
+
+def check_role(role: str | None) -> None:
+    if role not in ROLES:
+        raise ValueError(f"role must be 'writer', 'reader' or None, not {role!r}")
 
 
 def gil_enabled() -> bool:
@@ -40,10 +49,32 @@ class Backend:
     #: Base class of the binding's own errors ("SQLite said no", as opposed to a bug).
     error: type[Exception] = Exception
 
-    def connect(self, target: str, *, uri: bool, busy_timeout: float, label: str = "") -> Connection:
+    def connect(
+        self, target: str, *, uri: bool, busy_timeout: float, label: str = "", role: str | None = None
+    ) -> Connection:
         """Open a connection in autocommit mode, usable from any thread (one at a time).
 
-        ``label`` ("the writer connection of 'app.db'") names it in errors."""
+        ``label`` ("the writer connection of 'app.db'") names it in errors.
+
+        ``role`` ("writer" or "reader") makes the connection refuse transaction
+        control with :class:`~sqlitefair.TransactionControlError` (see
+        ``sqlitefair._guard``): the writer refuses ``BEGIN``/``COMMIT``/``ROLLBACK``,
+        ``commit()``/``rollback()``, any use of savepoints named ``sqlitefair...``
+        and changes of ``query_only``/``journal_mode``/``locking_mode``; a reader
+        refuses those pragma changes only.  Policing starts with
+        :meth:`start_policing` (call it after the ``on_connect`` hook, which so
+        still runs on a plain connection), on the writer at its first
+        :meth:`begin` at the latest.  The pool's own statements must go through
+        :meth:`execute`, :meth:`query_one`, :meth:`query_all` and :meth:`begin`,
+        which the policing lets through.  None (the default) polices nothing."""
+        raise NotImplementedError
+
+    def start_policing(self, conn: Connection) -> None:
+        """Start refusing transaction control on ``conn`` (opened with a ``role``; else nothing).
+        Idempotent.  Statements prepared before are checked again at their next run."""
+
+    def is_closed(self, conn: Connection) -> bool:
+        """Whether ``conn`` has been closed (by the pool, or by user code calling ``close()``)."""
         raise NotImplementedError
 
     def set_holder(self, conn: Connection, holder: int | None) -> None:
@@ -51,11 +82,11 @@ class Backend:
         when the pool has it back; backends whose connections check it refuse other callers."""
 
     def execute(self, conn: Connection, sql: str) -> None:
-        """Run one statement and discard any rows."""
+        """Run one statement of the pool's own and discard any rows (transaction control allowed)."""
         raise NotImplementedError
 
     def query_one(self, conn: Connection, sql: str) -> tuple[Any, ...] | None:
-        """Run one statement and return its first row."""
+        """Run one statement of the pool's own and return its first row."""
         raise NotImplementedError
 
     def query_all(self, conn: Connection, sql: str) -> list[tuple[Any, ...]]:
@@ -76,7 +107,8 @@ class Backend:
 
     def begin(self, conn: Connection, sql: str, policy: BusyPolicy, deadline: float | None) -> int:
         """Run ``BEGIN IMMEDIATE`` (or ``COMMIT``), waiting out other connections'
-        locks with ``policy``; return the number of BUSY retries."""
+        locks with ``policy``; return the number of BUSY retries.  The first call
+        on a writer starts its transaction-control policing."""
         return retry_while_busy(lambda: self.execute(conn, sql), self.is_busy, policy, deadline)
 
 
@@ -86,7 +118,10 @@ class Sqlite3Backend(Backend):
     name = "sqlite3"
     error = sqlite3.Error
 
-    def connect(self, target: str, *, uri: bool, busy_timeout: float, label: str = "") -> sqlite3.Connection:
+    def connect(
+        self, target: str, *, uri: bool, busy_timeout: float, label: str = "", role: str | None = None
+    ) -> sqlite3.Connection:
+        check_role(role)
         # isolation_level=None: Python's implicit transaction handling never sends
         # its own BEGIN; sqlitefair sends BEGIN IMMEDIATE itself.
         # check_same_thread=False: a pooled connection moves between threads
@@ -102,17 +137,50 @@ class Sqlite3Backend(Backend):
         )
         if label:
             conn._sf_label = label
+        if role is not None:
+            police = TxnPolice(role, conn._sf_label)
+            conn._sf_police = police
+            _sqlite3_set_authorizer(conn, police)
         return conn
 
     def set_holder(self, conn: PooledSqlite3Connection, holder: int | None) -> None:
         conn._sf_holder = holder
+        police = conn._sf_police
+        if police is not None:
+            police.refused = None  # a refusal that surfaced untranslated must not name a later error
 
+    def start_policing(self, conn: PooledSqlite3Connection) -> None:
+        police = conn._sf_police
+        if police is not None and police.pending:
+            police.activate()
+            _sqlite3_set_authorizer(conn, police)  # SQLite re-checks the statements prepared so far
+
+    # The pool's own statements.  On a policed connection they end in OWN_SQL_SUFFIX (their own
+    # statement-cache entries) and run with police.own set, so the authorizer lets them through.
     def execute(self, conn: sqlite3.Connection, sql: str) -> None:
-        _sqlite3_execute(conn, sql).close()
+        police = getattr(conn, "_sf_police", None)
+        if police is None:
+            _sqlite3_execute(conn, sql).close()
+            return
+        police.own = True
+        try:
+            _sqlite3_execute(conn, sql + OWN_SQL_SUFFIX).close()
+        finally:
+            police.own = False
 
     def begin(self, conn: sqlite3.Connection, sql: str, policy: BusyPolicy, deadline: float | None) -> int:
+        police = getattr(conn, "_sf_police", None)
         try:  # the uncontended case without the retry machinery: it is on every transaction's path
-            _sqlite3_execute(conn, sql)
+            if police is None:
+                _sqlite3_execute(conn, sql)
+                return 0
+            if police.pending:  # the writer's first transaction, and the pool did not start_policing()
+                self.start_policing(conn)
+            police.own = True
+            try:
+                _sqlite3_execute(conn, sql + OWN_SQL_SUFFIX)
+            finally:
+                police.own = False
             return 0
         except sqlite3.OperationalError as exc:
             if not self.is_busy(exc):
@@ -120,15 +188,31 @@ class Sqlite3Backend(Backend):
         return 1 + super().begin(conn, sql, policy, deadline)
 
     def query_one(self, conn: sqlite3.Connection, sql: str) -> tuple[Any, ...] | None:
-        cursor = _sqlite3_execute(conn, sql)
+        police = getattr(conn, "_sf_police", None)
+        if police is not None:
+            police.own = True
+            sql += OWN_SQL_SUFFIX
         try:
-            row = cursor.fetchone()
+            cursor = _sqlite3_execute(conn, sql)
+            try:
+                row = cursor.fetchone()
+            finally:
+                cursor.close()
         finally:
-            cursor.close()
+            if police is not None:
+                police.own = False
         return None if row is None else tuple(row)
 
     def query_all(self, conn: sqlite3.Connection, sql: str) -> list[tuple[Any, ...]]:
-        return [tuple(row) for row in _sqlite3_execute(conn, sql).fetchall()]
+        police = getattr(conn, "_sf_police", None)
+        if police is not None:
+            police.own = True
+            sql += OWN_SQL_SUFFIX
+        try:
+            return [tuple(row) for row in _sqlite3_execute(conn, sql).fetchall()]
+        finally:
+            if police is not None:
+                police.own = False
 
     def in_transaction(self, conn: sqlite3.Connection) -> bool:
         return conn.in_transaction
@@ -143,6 +227,13 @@ class Sqlite3Backend(Backend):
 
     def close(self, conn: sqlite3.Connection) -> None:
         conn.close()
+
+    def is_closed(self, conn: sqlite3.Connection) -> bool:
+        try:
+            conn.in_transaction  # noqa: B018 - raises ProgrammingError on a closed connection
+        except sqlite3.ProgrammingError:
+            return True
+        return False
 
     def sqlite_version(self) -> str:
         return sqlite3.sqlite_version
