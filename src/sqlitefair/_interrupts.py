@@ -12,9 +12,11 @@ So, as trio does (``trio._core._ki``), the pool's short critical code is
 Python's default SIGINT handler is installed, sqlitefair puts a wrapper in
 front of it.  The wrapper looks at the interrupted frames: if the innermost
 marked frame is protected, it does not raise but remembers the signal and
-re-sends it the moment the outermost protected frame returns (a one-shot
-``sys.setprofile`` hook), so the ``KeyboardInterrupt`` surfaces in the
-caller's code, where ``with`` blocks and ``try`` statements handle it.
+raises it at the caller's first call or return after the outermost
+protected frame returned (a one-shot ``sys.setprofile`` hook), so the
+``KeyboardInterrupt`` surfaces in the caller's code, where ``with`` blocks
+and ``try`` statements handle it: a ``__enter__`` that acquired always has
+its ``__exit__`` run.
 
 Waiting is *interruptible* (:func:`interruptible`): a thread queued for the
 writer or waiting out another process's lock gets its ``KeyboardInterrupt``
@@ -37,7 +39,7 @@ import threading
 from types import CodeType, FrameType
 from typing import Any, Callable, TypeVar
 
-__all__ = ("protected", "interruptible", "install", "signal_protection_active")
+__all__ = ("protected", "interruptible", "install", "signal_protection_active", "raise_if_deferred")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -47,8 +49,11 @@ _INTERRUPTIBLE: set[CodeType] = set()
 
 _install_lock = threading.Lock()
 _installed: Callable[[int, FrameType | None], Any] | None = None
-#: The signal that arrived during protected code, waiting for it to finish (main thread only).
+#: The signal that arrived during protected code, waiting for it to finish (main thread only),
+#: and the profile function that the delivery hook replaced.
 _deferred: list[int] = []
+_replaced_profile: list[Any] = []
+_main_ident = threading.main_thread().ident
 
 
 def protected(fn: F) -> F:
@@ -87,6 +92,19 @@ def install() -> bool:
         return True
 
 
+def raise_if_deferred() -> None:
+    """Raise the deferred KeyboardInterrupt now, if one waits (main thread only).
+
+    Called just before the point of no return (``COMMIT``): a Ctrl-C that
+    arrived while the pool was ending a block rolls the block back instead
+    of surfacing after it committed.
+    """
+    if _deferred and threading.get_ident() == _main_ident:
+        _deferred.pop()
+        sys.setprofile(_replaced_profile.pop() if _replaced_profile else None)
+        raise KeyboardInterrupt
+
+
 def _outermost_protected(frame: FrameType | None) -> FrameType | None:
     """The outermost protected frame below the innermost interruptible one, or None.
 
@@ -111,14 +129,22 @@ def _handler(signum: int, frame: FrameType | None) -> None:
     if _deferred:  # one is already waiting for this protected run to end
         return
     _deferred.append(signum)
-    previous = sys.getprofile()
+    _replaced_profile[:] = [sys.getprofile()]
+    returned = False
 
     def deliver(frame: FrameType, event: str, arg: object) -> None:
-        if (event == "return" and frame is target) or (event == "call" and frame.f_code in _INTERRUPTIBLE):
-            sys.setprofile(previous)
-            signum = _deferred.pop()
-            # Re-sent rather than raised here: the handler then raises it at the next
-            # bytecode boundary, which is the caller's (or the interruptible wait's).
-            signal.raise_signal(signum)
+        nonlocal returned
+        if not _deferred:  # taken by raise_if_deferred()
+            return
+        if event == "call" and frame.f_code in _INTERRUPTIBLE:
+            pass  # a wait inside the protected run: raise at its start, where its caller handles it
+        elif not returned:
+            returned = event == "return" and frame is target
+            return
+        # Raised at the first event after the protected run returned (a call or return in the caller),
+        # never from the run's own return: a ``__enter__`` that acquired must not seem to have failed,
+        # or its ``__exit__`` would never run.  A call event fires before the callee's first instruction.
+        sys.setprofile(_replaced_profile.pop() if _replaced_profile else None)
+        signal.default_int_handler(_deferred.pop(), frame)
 
     sys.setprofile(deliver)

@@ -118,18 +118,18 @@ class Read:
             self._slot = readers.acquire(self._timeout, self._cancel, self)
             conn = self._conn = readers.connection(self._slot, None if self._timeout is None else start + self._timeout)
             pool._backend.set_holder(conn, get_ident())
+            return conn  # inside the try: an exception even here gives the slot back
         except BaseException:
             self._give_back()
             raise
-        return conn
 
     @protected
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._borrowed:
-            return  # the transaction owns the connection
         try:
+            if self._borrowed:
+                return  # the transaction owns the connection
             self._give_back()
         except BaseException:
             self._give_back()  # cut short: once more, it is idempotent

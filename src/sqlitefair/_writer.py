@@ -41,7 +41,7 @@ from ._backends import Connection
 from ._busy import BusyTimeout
 from ._errors import NestingError, SqlitefairError, TransactionControlError, busy_timeout_error, queue_timeout_error
 from ._fairlock import FairLock, Permit
-from ._interrupts import protected
+from ._interrupts import protected, raise_if_deferred
 from ._waitqueue import CancelScope, LockTimeout
 
 if TYPE_CHECKING:
@@ -212,10 +212,10 @@ class Transaction:
                 pool._stats.write_served(now - start, 0, 0.0)
                 if state.pid != pool._created_pid:
                     pool._saw_other_writer()
+            return conn  # inside the try: an exception even here gives everything back
         except BaseException:
             self._give_back()
             raise
-        return conn
 
     def _enter_savepoint(self, parent: Transaction) -> Connection:
         root = parent._root
@@ -246,10 +246,10 @@ class Transaction:
             root._stack.append(self)
             self._outer = _current.get()
             self._token = _current.set(self)
+            return conn
         except BaseException:
             self._leave()
             raise
-        return conn
 
     # -- exiting ----------------------------------------------------------------
 
@@ -257,23 +257,40 @@ class Transaction:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._root is not self:
-            return self._exit_savepoint(exc_type)
+        try:
+            if self._root is not self:
+                return self._exit_savepoint(exc_type)
+            return self._exit_outer(exc_type)
+        except BaseException:
+            self._abandon()  # whatever was cut short, give back what this block still holds
+            raise
+
+    def _exit_outer(self, exc_type: type[BaseException] | None) -> None:
         if self._ended:
             raise SqlitefairError("this transaction() block has already ended")
-        problem: SqlitefairError | None = None
-        try:
-            problem = self._problem()
-            if exc_type is None and problem is None:
-                self._commit()
-        finally:
-            try:
-                self._give_back()  # rolls back whatever was not committed
-            except BaseException:
-                self._give_back()  # cut short (an exception at any line of it): once more, it is idempotent
-                raise
+        problem = self._problem()
+        if exc_type is None and problem is None:
+            self._commit()
+        self._give_back()  # rolls back whatever was not committed
         if problem is not None and exc_type is None:
             raise problem
+
+    @protected
+    def _abandon(self) -> None:
+        """After an exception anywhere in ``__exit__``: leave nothing behind.  Idempotent."""
+        if self._root is self or self._root is None:
+            self._give_back()
+            return
+        root = self._root
+        if self._savepoint is not None and not root._ended and self in root._stack:
+            # Cut short before its savepoint was released or rolled back: undo it, or the whole transaction.
+            try:
+                self._pool._backend.execute(self._conn, f"ROLLBACK TO {self._savepoint}")
+                self._pool._backend.execute(self._conn, f"RELEASE {self._savepoint}")
+            except Exception:
+                root._doomed = "a nested transaction() block could not be undone after an error; the transaction can only roll back"
+            self._savepoint = None
+        self._leave()
 
     def _problem(self) -> SqlitefairError | None:
         """Why this transaction may not commit, or None: is it still the one the pool opened?"""
@@ -308,6 +325,7 @@ class Transaction:
         pool = self._pool
         conn = self._conn
         pool._files.check_before_commit()  # never acknowledge a commit into a deleted file
+        raise_if_deferred()  # a Ctrl-C that arrived while this block was ending rolls it back
         start = monotonic()
         deadline = None if self._timeout is None else start + self._timeout
         try:
@@ -351,38 +369,37 @@ class Transaction:
                 "this nested transaction() block ended after its enclosing transaction had already ended "
                 "(blocks ended out of order); the transaction was rolled back, nothing of this block was committed."
             )
-        problem: NestingError | None = None
-        try:
-            if root._stack and root._stack[-1] is self:
-                self._end_savepoint(exc_type is None and root._doomed is None)
-            else:
-                problem = self._unwind_out_of_order()
-        finally:
-            try:
-                self._leave()
-            except BaseException:
-                self._leave()
-                raise
-        if problem is not None:
-            raise problem
+        if root._stack and root._stack[-1] is self:
+            self._end_savepoint(exc_type is None and root._doomed is None)
+            self._leave()
+            return
+        problem = self._unwind_out_of_order()
+        self._leave()
+        raise problem
 
     def _end_savepoint(self, success: bool) -> None:
+        """RELEASE (success) or ROLLBACK TO this block's savepoint; ``_savepoint`` is None once it is gone."""
         backend, conn, name = self._pool._backend, self._conn, self._savepoint
         try:
             if not backend.in_transaction(conn):
+                self._savepoint = None
                 return  # SQLite already rolled the whole transaction back (e.g. SQLITE_FULL); the outer block reports it
         except Exception:
+            self._savepoint = None
             return  # closed: the outer block reports it
         if success:
             try:
                 backend.execute(conn, f"RELEASE {name}")
+                self._savepoint = None
                 return
             except Exception:
                 backend.execute(conn, f"ROLLBACK TO {name}")
                 backend.execute(conn, f"RELEASE {name}")
+                self._savepoint = None
                 raise
         backend.execute(conn, f"ROLLBACK TO {name}")
         backend.execute(conn, f"RELEASE {name}")
+        self._savepoint = None
 
     def _unwind_out_of_order(self) -> NestingError:
         """This block ends while a block entered after it is open: undo both, doom the transaction."""
@@ -403,6 +420,7 @@ class Transaction:
                 backend.execute(self._conn, f"RELEASE {self._savepoint}")
             except Exception:  # the outermost block rolls everything back anyway
                 log.debug("rolling back an out-of-order savepoint failed", exc_info=True)
+            self._savepoint = None
         return NestingError(message)
 
     def _leave(self) -> None:
