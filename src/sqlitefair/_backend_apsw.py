@@ -90,7 +90,9 @@ class PooledApswConnection(apsw.Connection):
             return
         police.user = callable
         police.refused = None
-        _authorizer.__set__(self, police)  # re-installing makes SQLite re-check cached statements
+        # Not policing yet (an on_connect hook): the user's alone; start_policing() composes them.
+        # Re-installing makes SQLite re-check the statements in the cache.
+        _authorizer.__set__(self, callable if police.pending else police.make_authorizer())
 
     setauthorizer = set_authorizer  # apsw's old name
 
@@ -214,8 +216,7 @@ class ApswBackend(Backend):
         conn.set_busy_timeout(int(busy_timeout * 1000))
         if role is not None:
             police = TxnPolice(role, conn._sf_label)
-            conn._sf_police = police
-            _authorizer.__set__(conn, police)
+            conn._sf_police = police  # installed as the authorizer by start_policing()
         return conn
 
     def set_holder(self, conn: PooledApswConnection, holder: int | None) -> None:
@@ -228,7 +229,7 @@ class ApswBackend(Backend):
         police = conn._sf_police
         if police is not None and police.pending:
             police.activate()
-            _authorizer.__set__(conn, police)  # SQLite re-checks the statements prepared so far
+            _authorizer.__set__(conn, police.make_authorizer())  # SQLite re-checks the statements prepared so far
 
     # The pool's own statements use a plain apsw.Cursor (no checkout check).  On a policed
     # connection they end in OWN_SQL_SUFFIX (their own statement-cache entries) and run with

@@ -139,8 +139,7 @@ class Sqlite3Backend(Backend):
             conn._sf_label = label
         if role is not None:
             police = TxnPolice(role, conn._sf_label)
-            conn._sf_police = police
-            _sqlite3_set_authorizer(conn, police)
+            conn._sf_police = police  # installed as the authorizer by start_policing()
         return conn
 
     def set_holder(self, conn: PooledSqlite3Connection, holder: int | None) -> None:
@@ -153,7 +152,7 @@ class Sqlite3Backend(Backend):
         police = conn._sf_police
         if police is not None and police.pending:
             police.activate()
-            _sqlite3_set_authorizer(conn, police)  # SQLite re-checks the statements prepared so far
+            _sqlite3_set_authorizer(conn, police.make_authorizer())  # SQLite re-checks the statements prepared so far
 
     # The pool's own statements.  On a policed connection they end in OWN_SQL_SUFFIX (their own
     # statement-cache entries) and run with police.own set, so the authorizer lets them through.

@@ -206,8 +206,8 @@ def _refusal_message(refused: tuple[str, ...], role: str, label: str) -> str:
 class TxnPolice:
     """The authorizer of one pooled connection: refuses transaction control (see the module docstring).
 
-    One per connection (``conn._sf_police``), installed with the binding's
-    ``set_authorizer``.  ``own`` is True while the pool runs a statement of its
+    One per connection (``conn._sf_police``); its :meth:`make_authorizer` is
+    installed with the binding's ``set_authorizer``.  ``own`` is True while the pool runs a statement of its
     own; ``refused`` records what the last refusal was, for the error message;
     ``user`` is an authorizer the user installed (consulted after this one allows).
     """
@@ -233,7 +233,27 @@ class TxnPolice:
         self.txn = self.role == "writer"
         self.pragmas = True
 
-    def __call__(self, action: int, arg1: str | None, arg2: str | None, db_name: str | None, trigger: str | None) -> int:
+    def make_authorizer(self) -> Callable[[int, str | None, str | None, str | None, str | None], int]:
+        """The callable to install with the binding's ``set_authorizer``.
+
+        SQLite calls it for every table, column and function a statement
+        touches while preparing it, so it is a closure that dismisses the
+        actions it does not watch with three comparisons (a callable instance
+        costs about twice as much per call)."""
+        judge = self.judge
+
+        def authorize(action: int, arg1: str | None, arg2: str | None, db_name: str | None, trigger: str | None) -> int:
+            if action == _TRANSACTION or action == _SAVEPOINT or action == _PRAGMA:
+                return judge(action, arg1, arg2, db_name, trigger)
+            user = self.user
+            if user is None or self.own:  # the user's authorizer is not asked about the pool's statements
+                return _SQLITE_OK
+            return _user_verdict(self, user(action, arg1, arg2, db_name, trigger))
+
+        return authorize
+
+    def judge(self, action: int, arg1: str | None, arg2: str | None, db_name: str | None, trigger: str | None) -> int:
+        """The verdict on a transaction, savepoint or pragma action."""
         if self.own:
             return _SQLITE_OK  # the pool's own statement; the user's authorizer is not asked either
         if action == _TRANSACTION:
@@ -259,10 +279,7 @@ class TxnPolice:
         user = self.user
         if user is None:
             return _SQLITE_OK
-        verdict = user(action, arg1, arg2, db_name, trigger)
-        if verdict == _SQLITE_DENY:
-            self.refused = None  # the user's authorizer refused: its own error, not ours
-        return verdict
+        return _user_verdict(self, user(action, arg1, arg2, db_name, trigger))
 
     def refuse(self, kind: str) -> TransactionControlError:
         """The error for a refusal decided in Python (``commit()``, ``with conn:`` ...)."""
@@ -281,6 +298,12 @@ class TxnPolice:
             return None
         self.refused = None
         return cls(_refusal_message(refused, self.role, self.label))
+
+
+def _user_verdict(police: TxnPolice, verdict: int) -> int:
+    if verdict == _SQLITE_DENY:
+        police.refused = None  # the user's authorizer refused: its own error, not ours
+    return verdict
 
 
 def split_script(script: str) -> Iterator[str]:
@@ -454,7 +477,9 @@ class PooledSqlite3Connection(sqlite3.Connection):
             return
         police.user = authorizer_callback
         police.refused = None
-        _connection_set_authorizer(self, police)  # re-installing makes SQLite re-check cached statements
+        # Not policing yet (an on_connect hook): the user's alone; start_policing() composes them.
+        # Re-installing makes SQLite re-check the statements in the cache.
+        _connection_set_authorizer(self, authorizer_callback if police.pending else police.make_authorizer())
 
     def backup(self, target: sqlite3.Connection, **kwargs: Any) -> None:  # type: ignore[override]
         if self._sf_holder != _get_ident():
