@@ -206,10 +206,11 @@ def _refusal_message(refused: tuple[str, ...], role: str, label: str) -> str:
 class TxnPolice:
     """The authorizer of one pooled connection: refuses transaction control (see the module docstring).
 
-    One per connection (``conn._sf_police``); its :meth:`make_authorizer` is
-    installed with the binding's ``set_authorizer``.  ``own`` is True while the pool runs a statement of its
-    own; ``refused`` records what the last refusal was, for the error message;
-    ``user`` is an authorizer the user installed (consulted after this one allows).
+    One per connection (``conn._sf_police``); what :meth:`make_authorizer`
+    returns is installed with the binding's ``set_authorizer``.  ``own`` is True
+    while the pool runs a statement of its own; ``refused`` records the last
+    refusal, for the error message; ``user`` is an authorizer the user
+    installed (asked about what this one allows).
     """
 
     __slots__ = ("role", "label", "own", "refused", "user", "pending", "txn", "pragmas")
@@ -237,9 +238,9 @@ class TxnPolice:
         """The callable to install with the binding's ``set_authorizer``.
 
         SQLite calls it for every table, column and function a statement
-        touches while preparing it, so it is a closure that dismisses the
-        actions it does not watch with three comparisons (a callable instance
-        costs about twice as much per call)."""
+        touches while preparing it (about 0.15 us a call), so it is a closure
+        that dismisses the actions it does not watch with three comparisons
+        (a callable instance adds about half as much again)."""
         judge = self.judge
 
         def authorize(action: int, arg1: str | None, arg2: str | None, db_name: str | None, trigger: str | None) -> int:
