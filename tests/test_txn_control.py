@@ -95,7 +95,9 @@ def test_transaction_statements_are_refused_and_nothing_is_committed(
     assert "`with pool.transaction():`" in message  # says what to do instead (a nested block)
 
 
-def test_the_message_says_what_was_refused_and_what_to_do(pool: sqlitefair.Pool, committed: Callable[..., list[Any]]) -> None:
+def test_the_message_says_what_was_refused_and_what_to_do(
+    pool: sqlitefair.Pool, committed: Callable[..., list[Any]]
+) -> None:
     error = refused_then_rolled_back(pool, committed, lambda conn: conn.execute("end"))
     assert "COMMIT (or END)" in str(error) and "nothing was committed" in str(error)
     error = refused_then_rolled_back(pool, committed, lambda conn: conn.execute("rollback"))
@@ -266,9 +268,14 @@ def test_harmless_pragmas_are_allowed(pool: sqlitefair.Pool, committed: Callable
     assert committed() == [1]
 
 
+READER_PRAGMAS = ["PRAGMA query_only=0", "pragma QUERY_ONLY = off", "PRAGMA locking_mode=exclusive", "pragma journal_mode=delete"]
+
+
 @pytest.mark.parametrize("runner", ["connection", "cursor"])
-@pytest.mark.parametrize("sql", ["PRAGMA query_only=0", "pragma QUERY_ONLY = off", "PRAGMA locking_mode=exclusive", "pragma journal_mode=delete"])
-def test_readers_refuse_leaving_read_only(pool: sqlitefair.Pool, committed: Callable[..., list[Any]], sql: str, runner: str) -> None:
+@pytest.mark.parametrize("sql", READER_PRAGMAS)
+def test_readers_refuse_leaving_read_only(
+    pool: sqlitefair.Pool, committed: Callable[..., list[Any]], sql: str, runner: str
+) -> None:
     with pool.read() as conn:
         with pytest.raises(TCE, match="Readers stay read-only"):
             RUNNERS[runner](conn, sql)
@@ -279,7 +286,9 @@ def test_readers_refuse_leaving_read_only(pool: sqlitefair.Pool, committed: Call
     assert_pool_still_works(pool, committed)
 
 
-def test_readers_may_run_read_transactions_of_their_own(pool: sqlitefair.Pool, committed: Callable[..., list[Any]]) -> None:
+def test_readers_may_run_read_transactions_of_their_own(
+    pool: sqlitefair.Pool, committed: Callable[..., list[Any]]
+) -> None:
     """A deferred read transaction for a consistent snapshot (passes on the old code too)."""
     with pool.transaction() as conn:
         conn.execute("insert into t(v) values (1)")
@@ -306,7 +315,9 @@ def sqlite3_pool(pool: sqlitefair.Pool, backend: str) -> sqlitefair.Pool:
     return pool
 
 
-def test_commit_and_rollback_methods_are_refused(sqlite3_pool: sqlitefair.Pool, committed: Callable[..., list[Any]]) -> None:
+def test_commit_and_rollback_methods_are_refused(
+    sqlite3_pool: sqlitefair.Pool, committed: Callable[..., list[Any]]
+) -> None:
     error = refused_then_rolled_back(sqlite3_pool, committed, lambda conn: conn.commit())
     assert "conn.commit()" in str(error)
     error = refused_then_rolled_back(sqlite3_pool, committed, lambda conn: conn.rollback())

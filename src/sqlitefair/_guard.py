@@ -286,7 +286,9 @@ class TxnPolice:
         """The error for a refusal decided in Python (``commit()``, ``with conn:`` ...)."""
         return TransactionControlError(_refusal_message((kind,), self.role, self.label))
 
-    def take_error(self, exc: BaseException, cls: type[TransactionControlError] = TransactionControlError) -> TransactionControlError | None:
+    def take_error(
+        self, exc: BaseException, cls: type[TransactionControlError] = TransactionControlError
+    ) -> TransactionControlError | None:
         """If ``exc`` is SQLite's "not authorized" for a statement this authorizer refused, the error to
         raise instead (and forget the refusal); otherwise None."""
         refused = self.refused
