@@ -56,35 +56,52 @@ class _ProcessState:
         self.readers = ReaderSet(pool, self, readers)
         self.connections: list[Connection] = []  # every open connection, for close() and fork
         self.shut_down = False  # close() ran (or gave up): returned connections get closed
+        #: Set in a fork child whose parent forked with something checked out: every checkout raises it.
+        self.fork_error: str | None = None
 
 
 # Pools alive in this process, so that a fork child can reset them.
 _live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
 _registry_lock = threading.Lock()
-# A fork child keeps the parent's connections referenced (never closed, never used):
-# closing them could checkpoint or delete the parent's WAL behind its back.
+# Connections a fork child inherited in use (a transaction or a read in progress): never closed,
+# never used, never even garbage-collected (see _keep_forever), since closing one would roll its
+# transaction back through the shared-memory index the parent is using.
 _inherited_connections: list[Connection] = []
-# Pools whose writer was inside a transaction when this process forked (filled just before the fork).
-_writing_at_fork: list[Pool] = []
+# What each pool had checked out at the moment of the fork (filled just before it): {id(pool): what}.
+_busy_at_fork: dict[int, str] = {}
 
 
 def _before_fork() -> None:
     _registry_lock.acquire()
-    _writing_at_fork[:] = [pool for pool in _live_pools if pool._writer_in_transaction()]
+    _busy_at_fork.clear()
+    for pool in _live_pools:
+        busy = pool._checked_out()
+        if busy:
+            _busy_at_fork[id(pool)] = busy
 
 
 def _after_fork_in_parent() -> None:
-    _writing_at_fork.clear()
+    _busy_at_fork.clear()
     _registry_lock.release()
 
 
 def _after_fork_in_child() -> None:
     global _registry_lock
     _registry_lock = threading.Lock()
-    writing = set(map(id, _writing_at_fork))
-    _writing_at_fork.clear()
     for pool in list(_live_pools):
-        pool._reset_after_fork(writing=id(pool) in writing)
+        pool._reset_after_fork(busy=_busy_at_fork.get(id(pool), ""))
+    _busy_at_fork.clear()
+
+
+def _keep_forever(conn: Connection) -> None:
+    """Keep ``conn`` from ever being closed in this process, even at interpreter exit."""
+    _inherited_connections.append(conn)
+    try:
+        import ctypes
+
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(conn))  # never reaches zero: never deallocated
+    except Exception:  # pragma: no cover - no ctypes: the module-level list is the best we have
+        pass
 
 
 if hasattr(os, "register_at_fork"):
@@ -334,29 +351,56 @@ class Pool:
         except Exception:  # pragma: no cover - closing a broken connection
             log.debug("error closing a discarded connection to %s", self._name, exc_info=True)
 
-    def _writer_in_transaction(self) -> bool:
-        """Whether this process's writer is checked out right now (called just before a fork)."""
-        return self._state.writer.lock.statistics().held > 0
+    def _checked_out(self) -> str:
+        """What of this process's pool is checked out right now: "" (nothing), "a write
+        transaction" or "a read" (called just before a fork, so the child knows)."""
+        state = self._state
+        if state.writer.lock.statistics().held:
+            return "a write transaction"
+        if state.readers.slots.statistics().held:
+            return "a read"
+        return ""
 
-    def _reset_after_fork(self, *, writing: bool) -> None:
-        """In a fork child: start from a fresh state; keep the parent's connections unused."""
+    def _reset_after_fork(self, *, busy: str) -> None:
+        """In a fork child: start from a fresh state, and decide what to do with the parent's connections.
+
+        SQLite keeps its POSIX-lock and shared-memory lock bookkeeping per process,
+        keyed by the file.  Connections copied into the child count there as the
+        parent's holdings, so the child's own connections take no real locks and,
+        if one was inside a transaction, can never write.  So:
+
+        * all idle: close them in the child (a close cannot checkpoint or delete
+          the WAL while the parent holds its locks), and the child works normally;
+        * one was in use (``busy``): closing it would roll its transaction back
+          through the shared-memory index the parent is using (measured: a
+          corrupt database), so keep it forever, and make every checkout in
+          this child raise a clear error instead of hanging or losing writes.
+        """
         old = self._state
-        for conn in old.connections:  # the forking thread's ident lives on in the child: clear it
-            self._backend.set_holder(conn, None)
-        _inherited_connections.extend(old.connections)
+        inherited = list(old.connections)
         self._state = _ProcessState(self, self._readers)
         self._close_lock = threading.Lock()
         self._stats = StatsRecorder()
         self._wal._stats = self._stats
-        if writing:
-            self._state.writer.fork_error = (
-                f"this process was forked while a thread of its parent was inside a write transaction on "
-                f"{self._name!r}. SQLite keeps its lock bookkeeping per process, so the connection copied "
-                "into this child still counts as holding the write lock here, and no connection of this "
-                "process can ever take it through the same SQLite library. Reads still work. Fork before "
-                "opening transactions, or from a moment when no thread is inside one, or start workers with "
-                "multiprocessing's 'spawn' or 'forkserver' method."
-            )
+        if not busy:
+            for conn in inherited:
+                try:
+                    self._backend.close(conn)
+                except Exception:  # pragma: no cover - the child keeps going with a fresh state
+                    log.debug("closing an inherited connection to %s failed", self._name, exc_info=True)
+            return
+        for conn in inherited:
+            self._backend.set_holder(conn, None)  # the forking thread's ident lives on in the child
+            _keep_forever(conn)
+        self._state.fork_error = (
+            f"this process was forked while a thread of its parent had {busy} open on {self._name!r}. "
+            "SQLite keeps its lock bookkeeping per process, so the connection copied into this child still "
+            "counts as holding its locks here: this child can never write to the file through this SQLite "
+            "library, and its reads would take no real locks. Closing the copy would roll the parent's "
+            "transaction back through shared memory, so sqlitefair leaves it alone and refuses to work in this "
+            "child. Fork when no transaction or read of the pool is open (before starting threads that use "
+            "it), or start workers with multiprocessing's 'spawn' or 'forkserver' method."
+        )
 
     def _closed_error(self) -> PoolClosed:
         return PoolClosed(f"the pool for {self._name!r} is closed; create a new one with sqlitefair.connect()")

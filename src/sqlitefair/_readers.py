@@ -111,6 +111,8 @@ class Read:
             return conn
         if pool._closed:
             raise pool._closed_error()
+        if state.fork_error is not None:
+            raise SqlitefairError(state.fork_error)
         self._state = state
         start = monotonic()
         readers = state.readers
@@ -140,6 +142,9 @@ class Read:
         """Return the slot, if this checkout still holds it.  Idempotent."""
         slot, state = self._slot, self._state
         if slot is None or state is None:
+            return
+        if state is not self._pool._state:  # began before a fork, ends in the child: the parent's slot
+            self._slot = None
             return
         readers = state.readers
         conn = self._conn

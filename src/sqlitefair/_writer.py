@@ -77,8 +77,6 @@ class WriterGate:
     def __init__(self, pool: Pool, state: _ProcessState) -> None:
         self.lock = FairLock()
         self.conn: Connection | None = None
-        #: Set in a fork child whose parent forked while this writer was in a transaction.
-        self.fork_error: str | None = None
         self._pool = pool
         self._state = state
 
@@ -172,8 +170,8 @@ class Transaction:
         if pool._closed:
             raise pool._closed_error()
         gate = state.writer
-        if gate.fork_error is not None:
-            raise SqlitefairError(gate.fork_error)
+        if state.fork_error is not None:
+            raise SqlitefairError(state.fork_error)
         start = monotonic()
         deadline = None if self._timeout is None else start + self._timeout
         self._state = state
@@ -258,6 +256,8 @@ class Transaction:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         try:
+            if self._state is not self._pool._state and self._state is not None:
+                return self._exit_in_fork_child(exc_type)
             if self._root is not self:
                 return self._exit_savepoint(exc_type)
             return self._exit_outer(exc_type)
@@ -275,9 +275,28 @@ class Transaction:
         if problem is not None and exc_type is None:
             raise problem
 
+    def _exit_in_fork_child(self, exc_type: type[BaseException] | None) -> None:
+        """The block began before ``os.fork()`` and ends in the child: the transaction is the parent's.
+
+        Committing or rolling back the copied connection here would commit the parent's work behind
+        its back or roll it back through shared memory (a corrupt database), so nothing is touched.
+        """
+        self._ended = True
+        self._token = None
+        self._permit = None  # the parent's; this child's fresh pool state never saw it
+        if exc_type is None:
+            raise SqlitefairError(
+                "this transaction() block began before os.fork() and ended in the child process; the "
+                "transaction belongs to the parent, so the child neither committed nor rolled it back. "
+                "Fork outside write blocks."
+            )
+
     @protected
     def _abandon(self) -> None:
         """After an exception anywhere in ``__exit__``: leave nothing behind.  Idempotent."""
+        if self._state is not self._pool._state:  # in a fork child: the parent's, do not touch
+            self._ended = True
+            return
         if self._root is self or self._root is None:
             self._give_back()
             return

@@ -92,10 +92,13 @@ class NotCheckedOut(PooledDatabaseError, sqlitefair.NotCheckedOut):
     Also a :class:`sqlitefair.NotCheckedOut`, which its raw connection raises in the same cases."""
 
 
-class TransactionControlError(PooledDatabaseError, _TransactionError):  # type: ignore[misc, valid-type]
+class TransactionControlError(  # type: ignore[misc, valid-type]
+    PooledDatabaseError, sqlitefair.TransactionControlError, _TransactionError
+):
     """Transaction control inside ``write()``, or the block's transaction ended before the block did.
 
-    Also a ``sqlite_utils.db.TransactionError``.
+    Also a :class:`sqlitefair.TransactionControlError` (which the pooled connection itself raises
+    for ``db.conn.commit()`` and the like) and a ``sqlite_utils.db.TransactionError``.
     """
 
 
