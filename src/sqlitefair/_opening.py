@@ -200,6 +200,13 @@ class Opener:
                 raise
             finally:
                 backend.set_holder(conn, None)
+        # From here on the connection refuses transaction control (writer) and leaving read-only
+        # (readers); after the hook, which may set things up with COMMIT, executescript or pragmas.
+        try:
+            backend.start_policing(conn)
+        except BaseException:
+            backend.close(conn)
+            raise
         return conn
 
     def _check_pragma_names(self, conn: Connection) -> None:
