@@ -1,0 +1,68 @@
+"""Real SIGINTs at random moments leave the pool whole (benchmarks/sigint_loop.py in a subprocess).
+
+The loop sends one SIGINT at a time to a process that runs write blocks and reads; after each
+caught KeyboardInterrupt it checks at once that the pool still works (a transaction and a read
+with a short timeout, no permit left held, the database not left locked for other connections),
+and at the end that the blocks in the file are exactly those whose ``with`` exited normally.
+The signals go to the subprocess, never to pytest's own process.
+
+2000 signals take about 10 s per backend here; ``SQLITEFAIR_SIGINT_SIGNALS`` overrides the count.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "sigint_loop.py"
+SIGNALS = int(os.environ.get("SQLITEFAIR_SIGINT_SIGNALS", "2000"))
+#: At least this share of the KeyboardInterrupts must land in sqlitefair's code, or the run proves nothing.
+MIN_IN_POOL = 0.05
+
+
+def run_loop(tmp_path: Path, backend: str, signals: int, *extra: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    out = tmp_path / f"sigint-{backend}.json"
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--signals", str(signals), "--backend", backend, "--json", str(out), *extra],
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert out.exists(), f"exit {done.returncode}, no summary written:\n{done.stderr[-4000:]}"
+    return done, json.loads(out.read_text())
+
+
+def check(done: subprocess.CompletedProcess[str], s: dict[str, Any], signals: int) -> None:
+    report = done.stderr[-6000:]
+    assert s["signals_sent"] == signals and s["keyboard_interrupts_caught"] == signals, report
+    assert s["signals_unanswered"] == 0, "KeyboardInterrupts were swallowed:\n" + report
+    assert s["broken"] == 0, f"{s['broken']} of {signals} signals broke the pool: {s['broken_by_kind']}\n{report}"
+    assert (s["partial_blocks"], s["lost_blocks"], s["extra_blocks"]) == (0, 0, 0), report
+    assert s["blocks_succeeded"] > signals and s["blocks_present"] == s["blocks_succeeded"], report
+    # Otherwise the signals all landed in the harness and the test proves nothing about the pool.
+    assert s["landed_in_pool"] >= MIN_IN_POOL * signals, f"only {s['landed_in_pool']} landed in sqlitefair\n{report}"
+    assert done.returncode == 0 and "sigint_loop: OK" in done.stderr, report
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_sigint_anywhere_leaves_the_pool_whole(backend: str, tmp_path: Path) -> None:
+    done, summary = run_loop(tmp_path, backend, SIGNALS)
+    check(done, summary, SIGNALS)
+
+
+def test_short_sigint_run(backend: str, tmp_path: Path) -> None:
+    """A quick version for runs that leave out the slow tests (about half a second)."""
+    done, summary = run_loop(tmp_path, backend, 100)
+    check(done, summary, 100)
+
+
+def test_bad_arguments_are_refused() -> None:
+    done = subprocess.run([sys.executable, str(SCRIPT), "--signals", "0"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--signals must be >= 1" in done.stderr
