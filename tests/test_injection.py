@@ -82,7 +82,7 @@ class Tracer:
         elif where == self.at and self.fired is None:
             if self.mode == "raise" and (
                 Path(frame.f_code.co_filename).resolve() not in _POOL_LEVEL
-                or linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip() == "try:"
+                or _is_try_line(frame.f_code.co_filename, frame.f_lineno)
             ):
                 return self.local  # lock internals (covered by the signal mode), and try: NOPs
             self.fired = where
@@ -282,7 +282,11 @@ def _assert_whole(pool: sqlitefair.Pool, probe: Any, k: int, done: list[int], wh
 
 def _try_lines(seen: list[tuple[str, int]] | set[tuple[str, int]]) -> set[tuple[str, int]]:
     files = {Path(m.__file__).name: m.__file__ for m in _PATH_MODULES}  # type: ignore[misc]
-    return {w for w in seen if linecache.getline(files[w[0].split(":")[0]], w[1]).strip() == "try:"}
+    return {w for w in seen if _is_try_line(files[w[0].split(":")[0]], w[1])}
+
+
+def _is_try_line(filename: str, lineno: int) -> bool:
+    return linecache.getline(filename, lineno).split("#")[0].strip() == "try:"
 
 
 @pytest.mark.parametrize("mode", ["signal", "raise"])

@@ -292,8 +292,10 @@ class ApswBackend(Backend):
         """Run ``sql`` with the policy installed as SQLite's busy handler for this one statement.
         The first call on a writer starts its transaction-control policing."""
         police = getattr(conn, "_sf_police", None)
-        if police is not None and police.pending:  # the pool did not start_policing() the writer
-            self.start_policing(conn)
+        if police is not None:
+            police.refused = None  # set_holder()'s clearing, here: the pool's hot path sets the holder itself
+            if police.pending:  # the pool did not start_policing() the writer
+                self.start_policing(conn)
         if policy.sqlite_busy_timeout(None) > 0:  # SQLite's own handler was set at connect time
             started = time.monotonic()
             try:

@@ -33,6 +33,17 @@ def check_role(role: str | None) -> None:
         raise ValueError(f"role must be 'writer', 'reader' or None, not {role!r}")
 
 
+_own_sql_cache: dict[str, str] = {}
+
+
+def _own_sql(sql: str) -> str:
+    """``sql`` as the pool's own statement (its own statement-cache entry); cached for the hot path."""
+    own = _own_sql_cache.get(sql)
+    if own is None:
+        own = _own_sql_cache[sql] = sql + OWN_SQL_SUFFIX
+    return own
+
+
 def gil_enabled() -> bool:
     """Whether the GIL is on right now (always True before Python 3.13)."""
     check: Callable[[], bool] | None = getattr(sys, "_is_gil_enabled", None)
@@ -176,8 +187,9 @@ class Sqlite3Backend(Backend):
             if police.pending:  # the writer's first transaction, and the pool did not start_policing()
                 self.start_policing(conn)
             police.own = True
+            police.refused = None  # set_holder()'s clearing, here: the pool's hot path sets the holder itself
             try:
-                _sqlite3_execute(conn, sql + OWN_SQL_SUFFIX)
+                _sqlite3_execute(conn, _own_sql_cache.get(sql) or _own_sql(sql))
             finally:
                 police.own = False
             return 0

@@ -109,7 +109,7 @@ class FairSemaphore:
     def acquire_nowait(self) -> Permit:
         """Take a permit if one is free and nobody is queued, else raise :class:`WouldBlock`."""
         with self._mutex:
-            if self._queue or len(self._holders) >= self._capacity:
+            if self._queue.count or len(self._holders) >= self._capacity:
                 raise WouldBlock
             permit = Permit(get_ident(), monotonic())
             self._holders[permit] = None
@@ -125,7 +125,7 @@ class FairSemaphore:
         if cancel is not None and cancel.cancelled:
             raise WaitCancelled("the wait was cancelled before it began")
         with self._mutex:
-            if not self._queue and len(self._holders) < self._capacity:
+            if not self._queue.count and len(self._holders) < self._capacity:
                 permit = Permit(get_ident(), monotonic())
                 self._holders[permit] = None
                 return permit
@@ -154,7 +154,8 @@ class FairSemaphore:
 
     def _release_locked(self, permit: Permit) -> None:
         del self._holders[permit]
-        self._queue.hand_over_locked(self._grant_locked)
+        if self._queue.count:
+            self._queue.hand_over_locked(self._grant_locked)
 
     def _grant_locked(self, waiter: Waiter) -> Permit:
         granted = Permit(waiter.ident, monotonic(), waiter.name)

@@ -41,7 +41,7 @@ from ._backends import Connection
 from ._busy import BusyTimeout
 from ._errors import NestingError, SqlitefairError, TransactionControlError, busy_timeout_error, queue_timeout_error
 from ._fairlock import FairLock, Permit
-from ._interrupts import protected, raise_if_deferred
+from ._interrupts import _deferred, protected, raise_if_deferred
 from ._waitqueue import CancelScope, LockTimeout
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ _current: ContextVar[Transaction | None] = ContextVar("sqlitefair_transaction", 
 def enclosing_transaction(state: _ProcessState) -> Transaction | None:
     """The innermost open transaction block of ``state``'s pool in the current context, if any."""
     tx = _current.get()
-    while tx is not None:
+    while isinstance(tx, Transaction):  # the chain ends in None or Token.MISSING
         if tx._state is state and not tx._ended and not tx._root._ended:  # type: ignore[union-attr]
             return tx
         tx = tx._outer
@@ -80,14 +80,11 @@ class WriterGate:
         self._pool = pool
         self._state = state
 
-    def acquire(self, timeout: float | None, cancel: CancelScope | None) -> Permit:
-        """A writer permit in FIFO order, or :class:`PoolTimeout`."""
-        try:
-            return self.lock.acquire(timeout, cancel=cancel)
-        except LockTimeout as exc:
-            pool = self._pool
-            pool._stats.add("write_timeouts")
-            raise queue_timeout_error(pool._backend, pool._name, "writer", exc.waited, timeout, exc.statistics) from None
+    def timeout_error(self, exc: LockTimeout, timeout: float | None) -> Exception:
+        """The :class:`PoolTimeout` for a wait in the writer queue that gave up (counted)."""
+        pool = self._pool
+        pool._stats.add("write_timeouts")
+        return queue_timeout_error(pool._backend, pool._name, "writer", exc.waited, timeout, exc.statistics)
 
     def connection(self, deadline: float | None) -> Connection:
         """The writer connection, opened on first use (the caller holds the permit)."""
@@ -130,27 +127,24 @@ class Transaction:
     back (its blocks were interleaved).
     """
 
-    __slots__ = (
-        "_pool", "_timeout", "_cancel", "_state", "_conn", "_permit", "_root", "_stack",
-        "_savepoint", "_outer", "_token", "_entered", "_ended", "_doomed", "_thread",
-    )
+    # Class-level defaults: a checkout sets only what it uses (this runs on every transaction).
+    _state: _ProcessState | None = None
+    _conn: Connection | None = None
+    _permit: Permit | None = None  # the outermost block's writer permit, while held
+    _root: Transaction | None = None
+    _stack: list[Transaction] | tuple[()] = ()  # the outermost block's open blocks, outermost first
+    _savepoint: str | None = None  # a nested block's SAVEPOINT name
+    _outer: Any = None  # the context's innermost block before this one (or None / Token.MISSING)
+    _token: Any = None  # the ContextVar token that made this block the innermost
+    _entered = False
+    _ended = False
+    _doomed: str | None = None
+    _thread = 0  # the thread that entered the outermost block
 
     def __init__(self, pool: Pool, timeout: float | None, cancel: CancelScope | None = None) -> None:
         self._pool = pool
         self._timeout = timeout
         self._cancel = cancel  # lets another thread (the asyncio facade) take this waiter out of the queue
-        self._state: _ProcessState | None = None
-        self._conn: Connection | None = None
-        self._permit: Permit | None = None  # the outermost block's writer permit, while held
-        self._root: Transaction | None = None
-        self._stack: list[Transaction] = []  # the outermost block's open blocks, outermost first
-        self._savepoint: str | None = None  # a nested block's SAVEPOINT name
-        self._outer: Transaction | None = None  # the context's innermost block before this one
-        self._token: Any = None  # the ContextVar token that made this block the innermost
-        self._entered = False
-        self._ended = False
-        self._doomed: str | None = None
-        self._thread = 0  # the thread that entered the outermost block
 
     # -- entering -----------------------------------------------------------------
 
@@ -160,6 +154,8 @@ class Transaction:
             raise SqlitefairError("this transaction() context was already entered; call pool.transaction() again")
         self._entered = True
         state = self._pool._state
+        if _current.get() is None:  # the common case, without the lookup
+            return self._enter_outer(state)
         parent = enclosing_transaction(state)
         if parent is not None:
             return self._enter_savepoint(parent)
@@ -176,16 +172,18 @@ class Transaction:
         deadline = None if self._timeout is None else start + self._timeout
         self._state = state
         try:
-            self._permit = gate.acquire(self._timeout, self._cancel)
+            try:
+                self._permit = gate.lock.acquire(self._timeout, cancel=self._cancel)
+            except LockTimeout as exc:
+                raise gate.timeout_error(exc, self._timeout) from None
             # From here on, only this checkout touches the writer connection.
             if state.shut_down:
                 raise pool._closed_error()
-            conn = self._conn = gate.connection(deadline)
+            conn = self._conn = gate.conn or gate.connection(deadline)
             backend = pool._backend
-            if backend.in_transaction(conn):  # left open by an interrupted holder: heal, count, go on
+            if conn.in_transaction:  # left open by an interrupted holder: heal, count, go on (both bindings)
                 backend.execute(conn, "ROLLBACK")
                 pool._stats.add("writer_resets")
-            queued_until = monotonic()
             try:
                 retries = backend.begin(conn, "BEGIN IMMEDIATE", pool._policy, deadline)
             except BusyTimeout as exc:
@@ -195,16 +193,16 @@ class Transaction:
                     backend, pool._name, pool._policy, "write lock", exc, start, deadline,
                     gate.lock.statistics().waiting,
                 ) from exc.__cause__
+            self._stack = [self]  # before _root: the cleanup trusts a _root's _stack
             self._root = self
-            self._stack.append(self)
-            self._thread = get_ident()
-            backend.set_holder(conn, self._thread)
-            self._outer = _current.get()
-            self._token = _current.set(self)
+            # backend.set_holder(), inlined (both bindings keep the holder in _sf_holder; begin() did the rest)
+            self._thread = conn._sf_holder = get_ident()
+            self._token = token = _current.set(self)
+            self._outer = token.old_value  # Token.MISSING at the outermost: enclosing_transaction() stops there
             # Statistics and warnings last: if a warning is an error here, the handler below rolls back.
             now = monotonic()
-            if retries:
-                pool._stats.write_served(now - start, retries, now - queued_until)
+            if retries:  # waited for another connection's lock since the permit was granted
+                pool._stats.write_served(now - start, retries, now - self._permit.since)  # type: ignore[union-attr]
                 pool._saw_other_writer()
             else:
                 pool._stats.write_served(now - start, 0, 0.0)
@@ -242,8 +240,8 @@ class Transaction:
             self._pool._backend.execute(conn, f"SAVEPOINT {name}")
             self._savepoint = name
             root._stack.append(self)
-            self._outer = _current.get()
-            self._token = _current.set(self)
+            self._token = token = _current.set(self)
+            self._outer = token.old_value
             return conn
         except BaseException:
             self._leave()
@@ -256,24 +254,28 @@ class Transaction:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         try:
-            if self._state is not self._pool._state and self._state is not None:
-                return self._exit_in_fork_child(exc_type)
-            if self._root is not self:
+            if self._root is not self or self._state is not self._pool._state:
+                if self._state is not self._pool._state and self._state is not None:
+                    return self._exit_in_fork_child(exc_type)
                 return self._exit_savepoint(exc_type)
-            return self._exit_outer(exc_type)
+            if self._ended:
+                raise SqlitefairError("this transaction() block has already ended")
+            conn = self._conn
+            try:  # still the transaction the pool opened? (read straight off the connection: both bindings)
+                intact = self._doomed is None and len(self._stack) == 1 and conn.in_transaction  # type: ignore[union-attr]
+            except Exception:  # closed inside the block
+                intact = False
+            problem = None if intact else self._problem()
+            if exc_type is None and problem is None:
+                self._commit()
+                self._finish_committed()
+                return
+            self._give_back()  # rolls back whatever was not committed
+            if problem is not None and exc_type is None:
+                raise problem
         except BaseException:
             self._abandon()  # whatever was cut short, give back what this block still holds
             raise
-
-    def _exit_outer(self, exc_type: type[BaseException] | None) -> None:
-        if self._ended:
-            raise SqlitefairError("this transaction() block has already ended")
-        problem = self._problem()
-        if exc_type is None and problem is None:
-            self._commit()
-        self._give_back()  # rolls back whatever was not committed
-        if problem is not None and exc_type is None:
-            raise problem
 
     def _exit_in_fork_child(self, exc_type: type[BaseException] | None) -> None:
         """The block began before ``os.fork()`` and ends in the child: the transaction is the parent's.
@@ -344,7 +346,8 @@ class Transaction:
         pool = self._pool
         conn = self._conn
         pool._files.check_before_commit()  # never acknowledge a commit into a deleted file
-        raise_if_deferred()  # a Ctrl-C that arrived while this block was ending rolls it back
+        if _deferred:
+            raise_if_deferred()  # a Ctrl-C that arrived while this block was ending rolls it back
         start = monotonic()
         deadline = None if self._timeout is None else start + self._timeout
         try:
@@ -360,6 +363,29 @@ class Transaction:
             wal.after_commit(conn, self._state.readers.slots)
 
     @protected
+    def _finish_committed(self) -> None:
+        """After a successful COMMIT (the common path): hand the writer on, nothing to roll back.
+
+        The same steps as :meth:`_give_back`, straight; if anything here is cut short,
+        ``__exit__``'s handler runs :meth:`_give_back`, which completes them."""
+        state = self._state
+        assert state is not None
+        if state.shut_down:
+            self._give_back()
+            return
+        self._conn._sf_holder = None  # type: ignore[union-attr]  # backend.set_holder(), inlined
+        del self._stack[0]
+        token = self._token
+        self._token = None
+        try:
+            _current.reset(token)
+        except (ValueError, RuntimeError):  # ended in another context: see _leave
+            pass
+        self._ended = True
+        state.writer.lock.release(self._permit)  # type: ignore[arg-type]
+        self._permit = None
+
+    @protected
     def _give_back(self) -> None:
         """Return what this (outermost) checkout holds: roll back, hand the writer on.  Idempotent."""
         state = self._state
@@ -370,8 +396,10 @@ class Transaction:
                 gate.reset(conn)
             if state.shut_down and gate.conn is not None:
                 gate.drop(gate.conn)
-        for block in self._stack[1:]:  # nested blocks still open (out of order): they can never run again
-            block._ended = True
+        stack = self._stack if self._root is self else ()
+        if len(stack) > 1:
+            for block in stack[1:]:  # nested blocks still open (out of order): they can never run again
+                block._ended = True
         self._leave()
         permit = self._permit
         if permit is not None:
@@ -448,7 +476,7 @@ class Transaction:
         if root is not None:
             stack = root._stack
             if stack and stack[-1] is self:
-                stack.pop()
+                del stack[-1]
             elif self in stack:
                 stack.remove(self)
         token, self._token = self._token, None
