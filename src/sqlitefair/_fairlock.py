@@ -139,9 +139,12 @@ class FairSemaphore:
     def release(self, permit: Permit) -> None:
         """Return ``permit``; the oldest waiter, if any, becomes its next holder."""
         with self._mutex:
-            if permit not in self._holders:
-                raise RuntimeError("release() of a permit that is not held")
-            self._release_locked(permit)
+            try:
+                del self._holders[permit]
+            except KeyError:
+                raise RuntimeError("release() of a permit that is not held") from None
+            if self._queue.count:
+                self._queue.hand_over_locked(self._grant_locked)
 
     @protected
     def discard(self, permit: Permit) -> bool:

@@ -113,6 +113,7 @@ class FileWatch:
 
     def close(self) -> None:
         with self._lock:
+            self._link = None  # first: the number may name another file once closed
             fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)

@@ -23,7 +23,7 @@ from ._errors import SqlitefairError, queue_timeout_error
 from ._interrupts import protected
 from ._slots import FairSlots, Slot
 from ._waitqueue import CancelScope, LockTimeout
-from ._writer import enclosing_transaction
+from ._writer import _current, enclosing_transaction
 
 if TYPE_CHECKING:
     from ._pool import Pool, _ProcessState
@@ -104,11 +104,12 @@ class Read:
         self._entered = True
         pool = self._pool
         state = pool._state
-        tx = enclosing_transaction(state)
-        if tx is not None:  # inside our own transaction: read our own writes
-            self._borrowed = True
-            conn = self._conn = tx._conn
-            return conn
+        if _current.get() is not None:  # inside some transaction block of this context
+            tx = enclosing_transaction(state)
+            if tx is not None:  # our own transaction: read our own writes
+                self._borrowed = True
+                conn = self._conn = tx._conn
+                return conn
         if pool._closed:
             raise pool._closed_error()
         if state.fork_error is not None:
@@ -117,9 +118,12 @@ class Read:
         start = monotonic()
         readers = state.readers
         try:
-            self._slot = readers.acquire(self._timeout, self._cancel, self)
-            conn = self._conn = readers.connection(self._slot, None if self._timeout is None else start + self._timeout)
-            pool._backend.set_holder(conn, get_ident())
+            slot = self._slot = readers.acquire(self._timeout, self._cancel, self)
+            conn = slot.item
+            if conn is None or state.shut_down:
+                conn = readers.connection(slot, None if self._timeout is None else start + self._timeout)
+            self._conn = conn
+            conn._sf_holder = get_ident()  # backend.set_holder(), inlined (both bindings keep it there)
             return conn  # inside the try: an exception even here gives the slot back
         except BaseException:
             self._give_back()
@@ -132,6 +136,14 @@ class Read:
         try:
             if self._borrowed:
                 return  # the transaction owns the connection
+            slot, conn, state = self._slot, self._conn, self._state
+            if slot is not None and slot.owner is self and state is self._pool._state and not state.shut_down:  # type: ignore[union-attr]
+                # The common path, straight (the same steps as _give_back(), which finishes them if cut short).
+                conn._sf_holder = None  # type: ignore[union-attr]
+                if not conn.in_transaction:  # type: ignore[union-attr]  # both bindings
+                    state.readers.slots.release(slot)  # type: ignore[union-attr]
+                    self._slot = None
+                    return
             self._give_back()
         except BaseException:
             self._give_back()  # cut short: once more, it is idempotent

@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 from contextvars import ContextVar
 from threading import get_ident
+from os import readlink
 from time import monotonic
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -153,16 +154,13 @@ class Transaction:
         if self._entered:
             raise SqlitefairError("this transaction() context was already entered; call pool.transaction() again")
         self._entered = True
-        state = self._pool._state
-        if _current.get() is None:  # the common case, without the lookup
-            return self._enter_outer(state)
-        parent = enclosing_transaction(state)
-        if parent is not None:
-            return self._enter_savepoint(parent)
-        return self._enter_outer(state)
-
-    def _enter_outer(self, state: _ProcessState) -> Connection:
         pool = self._pool
+        state = pool._state
+        if _current.get() is not None:  # inside some block of this context: nested, if it is ours
+            parent = enclosing_transaction(state)
+            if parent is not None:
+                return self._enter_savepoint(parent)
+        # The outermost block (written out here rather than in a helper: this runs on every transaction).
         if pool._closed:
             raise pool._closed_error()
         gate = state.writer
@@ -267,8 +265,7 @@ class Transaction:
                 intact = False
             problem = None if intact else self._problem()
             if exc_type is None and problem is None:
-                self._commit()
-                self._finish_committed()
+                self._commit()  # and hands the writer on
                 return
             self._give_back()  # rolls back whatever was not committed
             if problem is not None and exc_type is None:
@@ -343,9 +340,17 @@ class Transaction:
         return None
 
     def _commit(self) -> None:
+        """Check the file, COMMIT, keep the WAL bounded, hand the writer on: the common path, straight."""
         pool = self._pool
         conn = self._conn
-        pool._files.check_before_commit()  # never acknowledge a commit into a deleted file
+        files = pool._files  # never acknowledge a commit into a deleted file (Linux: its name, at once)
+        link = files._link
+        try:
+            named = link is not None and readlink(link) == files._named
+        except OSError:  # close() closed the descriptor meanwhile
+            named = False
+        if not named:
+            files.check_before_commit()
         if _deferred:
             raise_if_deferred()  # a Ctrl-C that arrived while this block was ending rolls it back
         start = monotonic()
@@ -357,19 +362,13 @@ class Transaction:
             pool._stats.add("write_timeouts")
             pool._stats.add("busy_retries", exc.retries)
             raise busy_timeout_error(pool._backend, pool._name, pool._policy, "commit", exc, start, deadline) from exc.__cause__
-        wal = pool._wal
-        if wal.due <= start:
-            assert self._state is not None
-            wal.after_commit(conn, self._state.readers.slots)
-
-    @protected
-    def _finish_committed(self) -> None:
-        """After a successful COMMIT (the common path): hand the writer on, nothing to roll back.
-
-        The same steps as :meth:`_give_back`, straight; if anything here is cut short,
-        ``__exit__``'s handler runs :meth:`_give_back`, which completes them."""
         state = self._state
         assert state is not None
+        wal = pool._wal
+        if wal.due <= start:
+            wal.after_commit(conn, state.readers.slots)
+        # Committed: hand the writer on, nothing to roll back.  The same steps as _give_back(),
+        # straight; if anything here is cut short, __exit__'s handler runs _give_back() to finish.
         if state.shut_down:
             self._give_back()
             return
