@@ -102,19 +102,42 @@ def _insert_block(conn: Any, k: int, done: list[int]) -> None:
     done.append(k)
 
 
-def _wait_for(predicate: Callable[[], bool], stop: threading.Event, limit: float = 5.0) -> None:
+class Flag:
+    """A lock-free event for the scenarios.  A KeyboardInterrupt can land at any bytecode of the main
+    thread, and one landing inside ``threading.Event``'s own lock leaves that lock held (a CPython
+    limitation, not the pool's), so the threads of a scenario poll plain flags instead."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = False
+
+    def set(self) -> None:
+        self.value = True
+
+    def is_set(self) -> bool:
+        return self.value
+
+    def wait(self, limit: float) -> bool:
+        deadline = time.monotonic() + limit
+        while not self.value and time.monotonic() < deadline:
+            time.sleep(0.0005)
+        return self.value
+
+
+def _wait_for(predicate: Callable[[], bool], stop: Flag, limit: float = 5.0) -> None:
     deadline = time.monotonic() + limit
     while not predicate() and not stop.is_set() and time.monotonic() < deadline:
         time.sleep(0.0005)
 
 
-def writer_alone(pool: sqlitefair.Pool, k: int, done: list[int], stop: threading.Event) -> list[threading.Thread]:
+def writer_alone(pool: sqlitefair.Pool, k: int, done: list[int], stop: Flag) -> list[threading.Thread]:
     with pool.transaction(timeout=5) as conn:
         _insert_block(conn, k, done)
     return []
 
 
-def writer_nested(pool: sqlitefair.Pool, k: int, done: list[int], stop: threading.Event) -> list[threading.Thread]:
+def writer_nested(pool: sqlitefair.Pool, k: int, done: list[int], stop: Flag) -> list[threading.Thread]:
     with pool.transaction(timeout=5) as conn:
         conn.execute("insert into t(k, part) values (?, 'a')", (k,))
         with pool.transaction() as inner:
@@ -123,9 +146,9 @@ def writer_nested(pool: sqlitefair.Pool, k: int, done: list[int], stop: threadin
     return []
 
 
-def writer_queued(pool: sqlitefair.Pool, k: int, done: list[int], stop: threading.Event) -> list[threading.Thread]:
+def writer_queued(pool: sqlitefair.Pool, k: int, done: list[int], stop: Flag) -> list[threading.Thread]:
     """Another thread holds the writer until this one has queued: the slow path and the hand-over."""
-    held = threading.Event()
+    held = Flag()
 
     def holder() -> None:
         with pool.transaction(timeout=5):
@@ -143,9 +166,9 @@ def writer_queued(pool: sqlitefair.Pool, k: int, done: list[int], stop: threadin
     return [t]
 
 
-def writer_hands_over(pool: sqlitefair.Pool, k: int, done: list[int], stop: threading.Event) -> list[threading.Thread]:
+def writer_hands_over(pool: sqlitefair.Pool, k: int, done: list[int], stop: Flag) -> list[threading.Thread]:
     """This thread releases the writer while another thread waits for it."""
-    entered = threading.Event()
+    entered = Flag()
 
     def follower() -> None:
         entered.wait(5)
@@ -164,15 +187,15 @@ def writer_hands_over(pool: sqlitefair.Pool, k: int, done: list[int], stop: thre
     return [t]
 
 
-def read_alone(pool: sqlitefair.Pool, k: int, done: list[int], stop: threading.Event) -> list[threading.Thread]:
+def read_alone(pool: sqlitefair.Pool, k: int, done: list[int], stop: Flag) -> list[threading.Thread]:
     with pool.read(timeout=5) as conn:
         conn.execute("select count(*) from t").fetchone()
         done.append(k)
     return []
 
 
-def read_queued(pool: sqlitefair.Pool, k: int, done: list[int], stop: threading.Event) -> list[threading.Thread]:
-    held = threading.Event()
+def read_queued(pool: sqlitefair.Pool, k: int, done: list[int], stop: Flag) -> list[threading.Thread]:
+    held = Flag()
 
     def holder() -> None:
         with pool.read(timeout=5):
@@ -191,8 +214,8 @@ def read_queued(pool: sqlitefair.Pool, k: int, done: list[int], stop: threading.
     return [t]
 
 
-def read_hands_over(pool: sqlitefair.Pool, k: int, done: list[int], stop: threading.Event) -> list[threading.Thread]:
-    entered = threading.Event()
+def read_hands_over(pool: sqlitefair.Pool, k: int, done: list[int], stop: Flag) -> list[threading.Thread]:
+    entered = Flag()
 
     def follower() -> None:
         entered.wait(5)
@@ -212,12 +235,12 @@ def read_hands_over(pool: sqlitefair.Pool, k: int, done: list[int], stop: thread
     return [t]
 
 
-def writer_first_use(pool: sqlitefair.Pool, k: int, done: list[int], stop: threading.Event) -> list[threading.Thread]:
+def writer_first_use(pool: sqlitefair.Pool, k: int, done: list[int], stop: Flag) -> list[threading.Thread]:
     """As writer_alone, on a pool whose writer connection is not open yet (see _run)."""
     return writer_alone(pool, k, done, stop)
 
 
-def read_first_use(pool: sqlitefair.Pool, k: int, done: list[int], stop: threading.Event) -> list[threading.Thread]:
+def read_first_use(pool: sqlitefair.Pool, k: int, done: list[int], stop: Flag) -> list[threading.Thread]:
     """As read_alone, on a pool whose reader connection is not open yet and no slot is this thread's own."""
     return read_alone(pool, k, done, stop)
 
@@ -239,7 +262,7 @@ SCENARIOS = [
 
 def _run(pool: sqlitefair.Pool, scenario: Any, k: int, tracer: Tracer) -> tuple[list[int], BaseException | None]:
     done: list[int] = []
-    stop = threading.Event()
+    stop = Flag()
     threads: list[threading.Thread] = []
     error: BaseException | None = None
     if scenario in (writer_first_use, read_first_use):
@@ -247,6 +270,10 @@ def _run(pool: sqlitefair.Pool, scenario: Any, k: int, tracer: Tracer) -> tuple[
     sys.settrace(tracer)
     try:
         threads = scenario(pool, k, done, stop)
+        sys.settrace(None)
+        deadline = time.monotonic() + 2
+        while _interrupts._deferred and time.monotonic() < deadline:  # a deferred SIGINT is resent in ~1 ms
+            time.sleep(0.0005)
     except (KeyboardInterrupt, Injected) as exc:
         error = exc
     finally:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import _thread
 import multiprocessing
 import os
 import random
@@ -149,7 +148,9 @@ def test_keyboard_interrupt_while_queued_for_the_writer(db_path: Path) -> None:
 
     def interrupt_once_queued() -> None:
         wait_until(lambda: pool.stats().writer_queue == 1)
-        _thread.interrupt_main()  # raises KeyboardInterrupt in the main thread
+        # A real signal to the main thread (interrupt_main() would only trip the flag, and the
+        # main thread would notice it only once its wait ended on its own).
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
 
     interrupter = Worker(interrupt_once_queued)
     interrupter.start()

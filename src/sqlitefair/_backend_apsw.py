@@ -25,7 +25,8 @@ import apsw
 from ._backends import Backend, check_role, gil_enabled
 from ._busy import BusyPolicy, BusyTimeout
 from ._errors import FreeThreadingWarning, PoolTimeout, TransactionControlError
-from ._guard import OWN_SQL_SUFFIX, TxnPolice, not_checked_out
+from ._guard import OWN_SQL_SUFFIX, TxnPolice, not_checked_out, note_failure
+from ._interrupts import interruptible
 
 __all__ = (
     "ApswBackend",
@@ -52,9 +53,13 @@ class ApswTransactionControlError(TransactionControlError, apsw.AuthError):
     (SQLite's authorizer refused the statement)."""
 
 
-def _refusal(conn: Any, exc: apsw.AuthError) -> TransactionControlError | None:
+def _refusal(conn: Any, exc: apsw.Error) -> TransactionControlError | None:
+    """The error to raise instead of ``exc`` (a refusal), or None; notes a transaction SQLite ended."""
     police = conn._sf_police
-    return None if police is None else police.take_error(exc, ApswTransactionControlError)
+    error = None if police is None else police.take_error(exc, ApswTransactionControlError)
+    if error is None and police is not None:
+        note_failure(conn)
+    return error
 
 
 class PooledApswConnection(apsw.Connection):
@@ -116,7 +121,7 @@ class PooledApswCursor(apsw.Cursor):
             raise not_checked_out(conn)
         try:
             return _cursor_execute(self, *args, **kwargs)
-        except apsw.AuthError as exc:
+        except apsw.Error as exc:
             error = _refusal(conn, exc)
             if error is None:
                 raise
@@ -128,7 +133,7 @@ class PooledApswCursor(apsw.Cursor):
             raise not_checked_out(conn)
         try:
             return _cursor_executemany(self, *args, **kwargs)
-        except apsw.AuthError as exc:
+        except apsw.Error as exc:
             error = _refusal(conn, exc)
             if error is None:
                 raise
@@ -140,7 +145,7 @@ class PooledApswCursor(apsw.Cursor):
             raise not_checked_out(conn)
         try:
             return _cursor_fetchone(self)
-        except apsw.AuthError as exc:  # the next statement of a multi-statement string
+        except apsw.Error as exc:  # a refusal of the next statement of a multi-statement string, or a failure
             error = _refusal(conn, exc)
             if error is None:
                 raise
@@ -152,7 +157,7 @@ class PooledApswCursor(apsw.Cursor):
             raise not_checked_out(conn)
         try:
             return _cursor_fetchall(self)
-        except apsw.AuthError as exc:
+        except apsw.Error as exc:
             error = _refusal(conn, exc)
             if error is None:
                 raise
@@ -170,6 +175,7 @@ class _BusyHandler:
         self.retries = 0
         self.first_busy = 0.0
 
+    @interruptible  # a Ctrl-C while waiting for another process lands here at once
     def __call__(self, count: int) -> bool:
         now = time.monotonic()
         if count == 0:

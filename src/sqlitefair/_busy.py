@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from ._interrupts import interruptible
+
 __all__ = ("BusyPolicy", "SQLiteBusyTimeout", "ConstantRetry", "FairRetry", "BusyTimeout", "retry_while_busy")
 
 
@@ -104,6 +106,12 @@ class BusyTimeout(Exception):
         self.busy_for = busy_for
 
 
+@interruptible
+def busy_sleep(seconds: float) -> None:
+    """Sleep between retries (GIL released); a Ctrl-C lands here at once, even inside the pool's code."""
+    time.sleep(seconds)
+
+
 def retry_while_busy(
     operation: Callable[[], object],
     is_busy: Callable[[BaseException], bool],
@@ -133,4 +141,4 @@ def retry_while_busy(
                 raise BusyTimeout(attempt - 1, now - first_busy) from exc
             if deadline is not None:
                 pause = min(pause, deadline - now)
-        time.sleep(pause)  # outside the except block: the traceback is not kept alive
+        busy_sleep(pause)  # outside the except block: the traceback is not kept alive

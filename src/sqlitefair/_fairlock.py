@@ -165,6 +165,11 @@ class FairSemaphore:
         self._holders[granted] = None
         return granted
 
+    def holds(self, permit: Permit) -> bool:
+        """Whether ``permit`` is still held (not yet released)."""
+        with self._mutex:
+            return permit in self._holders
+
     def queued_or_holding(self, thread_ident: int) -> bool:
         """Whether thread ``thread_ident`` waits in the queue or holds a permit.
 

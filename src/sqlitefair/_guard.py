@@ -58,7 +58,7 @@ import sqlite3
 import threading
 from typing import Any, Callable, Iterable, Iterator
 
-from ._errors import NotCheckedOut, TransactionControlError
+from ._errors import NotCheckedOut, SqlitefairError, TransactionControlError
 
 __all__ = (
     "PooledSqlite3Connection",
@@ -110,10 +110,37 @@ _cursor_fetchall = sqlite3.Cursor.fetchall
 _complete_statement = sqlite3.complete_statement
 
 
-def not_checked_out(conn: Any) -> NotCheckedOut:
+#: Put in a writer's ``_sf_holder`` once SQLite ended the block's whole transaction by itself:
+#: every later statement of the block then fails the holder check, which every statement makes.
+TRANSACTION_LOST = "transaction lost"
+
+
+def note_failure(conn: Any) -> None:
+    """After a statement failed on ``conn``: if it is a writer inside a block and SQLite ended the
+    whole transaction by itself (``ON CONFLICT ROLLBACK``, ``RAISE(ROLLBACK)``, an interrupt, a full
+    disk), refuse the rest of the block, which would otherwise run in autocommit mode."""
+    police = conn._sf_police
+    if police is None or not police.txn or conn._sf_holder != _get_ident():
+        return
+    try:
+        lost = not conn.in_transaction
+    except Exception:  # closed: the pool sees to it at the end of the block
+        return
+    if lost:
+        conn._sf_holder = TRANSACTION_LOST
+
+
+def not_checked_out(conn: Any) -> SqlitefairError:
     """The error for using ``conn`` (a pooled connection) where it is not checked out."""
     holder = getattr(conn, "_sf_holder", None)
     label = getattr(conn, "_sf_label", "a pooled connection")
+    if holder == TRANSACTION_LOST:
+        return TransactionControlError(
+            f"SQLite rolled back the whole transaction of this block on {label} when an earlier statement "
+            "failed (a conflict clause ON CONFLICT ROLLBACK or OR ROLLBACK, RAISE(ROLLBACK) in a trigger, an "
+            "interrupt, a full disk), so this statement would run outside any transaction; it was refused. "
+            "Nothing of the block is committed: let the error end the block, and start again in a new one."
+        )
     if holder is None:
         where = "after the `with` block that handed it out had ended (the pool has it back)"
         try:
@@ -337,8 +364,12 @@ def _run_script(cursor: sqlite3.Cursor, script: str) -> Any:
 
 
 def _refusal(conn: Any, exc: BaseException) -> TransactionControlError | None:
+    """The error to raise instead of ``exc`` (a refusal), or None; notes a transaction SQLite ended."""
     police = conn._sf_police
-    return None if police is None else police.take_error(exc)
+    error = None if police is None else police.take_error(exc)
+    if error is None and police is not None:
+        note_failure(conn)
+    return error
 
 
 # -- the stdlib backend's connection and cursor ---------------------------------

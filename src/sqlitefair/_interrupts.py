@@ -9,20 +9,23 @@ bytecode boundary can cut short.
 
 So, as trio does (``trio._core._ki``), the pool's short critical code is
 *protected*: its functions are registered with :func:`protected`, and while
-Python's default SIGINT handler is installed, sqlitefair puts a wrapper in
-front of it.  The wrapper looks at the interrupted frames: if the innermost
-marked frame is protected, it does not raise but remembers the signal and
-raises it at the caller's first call or return after the outermost
-protected frame returned (a one-shot ``sys.setprofile`` hook), so the
-``KeyboardInterrupt`` surfaces in the caller's code, where ``with`` blocks
-and ``try`` statements handle it: a ``__enter__`` that acquired always has
-its ``__exit__`` run.
+Python's default SIGINT handler is installed, sqlitefair puts a handler in
+front of it.  The handler looks at the interrupted frames: if the innermost
+marked frame is protected, it does not raise but remembers the signal, and a
+timer thread sends it to the main thread again about a millisecond later
+(``signal.pthread_kill``).  That second arrival is handled like any real
+signal, at the main thread's next natural check: deferred again if it is
+still in protected code, raised otherwise.  Nothing is raised from a hook,
+so a deferred interrupt can never skip a call that a real signal could not
+skip either (the next ``__exit__``, a lock's release).
 
 Waiting is *interruptible* (:func:`interruptible`): a thread queued for the
-writer or waiting out another process's lock gets its ``KeyboardInterrupt``
-at once, and those wait functions are written to leave no trace (a granted
-permit is passed on, the waiter leaves the queue).  A deferred interrupt is
-also delivered as soon as protected code calls into an interruptible wait.
+writer, waiting out another process's lock, or running the user's
+``on_connect`` hook gets its ``KeyboardInterrupt`` at once, and those
+functions are written to leave no trace (a granted permit is passed on, the
+waiter leaves the queue).  :func:`raise_if_deferred` delivers a waiting
+interrupt at a point of the pool's choosing (just before ``COMMIT``, so the
+block rolls back).
 
 The handler is installed by the first pool created in the main thread, and
 only when SIGINT still has Python's default handler: an application with its
@@ -33,8 +36,8 @@ hot path: the frames are looked at only when a signal arrives.
 
 from __future__ import annotations
 
+import _thread
 import signal
-import sys
 import threading
 from types import CodeType, FrameType
 from typing import Any, Callable, TypeVar
@@ -47,13 +50,20 @@ F = TypeVar("F", bound=Callable[..., Any])
 _PROTECTED: set[CodeType] = set()
 _INTERRUPTIBLE: set[CodeType] = set()
 
+#: Seconds before a deferred signal is sent to the main thread again.
+RESEND_DELAY = 0.001
+
 _install_lock = threading.Lock()
 _installed: Callable[[int, FrameType | None], Any] | None = None
-#: The signal that arrived during protected code, waiting for it to finish (main thread only),
-#: and the profile function that the delivery hook replaced.
+_main_ident = threading.main_thread().ident or 0
+# The state below is written by the main thread (the handler, raise_if_deferred) and read by
+# the resend timers; each is a single atomic store or load.
+#: The signal deferred until protected code finishes ([] when none).
 _deferred: list[int] = []
-_replaced_profile: list[Any] = []
-_main_ident = threading.main_thread().ident
+#: Bumped whenever a deferred signal is delivered, so that a timer armed before knows it is stale.
+_generation = 0
+#: A resend is on its way: the next arrival with nothing deferred is that stale resend, not a new signal.
+_resending = False
 
 
 def protected(fn: F) -> F:
@@ -99,52 +109,49 @@ def raise_if_deferred() -> None:
     arrived while the pool was ending a block rolls the block back instead
     of surfacing after it committed.
     """
-    if _deferred and threading.get_ident() == _main_ident:
-        _deferred.pop()
-        sys.setprofile(_replaced_profile.pop() if _replaced_profile else None)
+    global _generation
+    if _deferred and _thread.get_ident() == _main_ident:
+        _deferred.clear()
+        _generation += 1
         raise KeyboardInterrupt
 
 
-def _outermost_protected(frame: FrameType | None) -> FrameType | None:
-    """The outermost protected frame below the innermost interruptible one, or None.
-
-    Unmarked frames (comprehensions, lambdas, a user's ``on_connect`` hook) are
-    transparent: what counts is the marked code they run in."""
-    found: FrameType | None = None
+def _is_protected(frame: FrameType | None) -> bool:
+    """Whether the innermost marked frame is protected (unmarked frames are transparent)."""
     while frame is not None:
         code = frame.f_code
         if code in _INTERRUPTIBLE:
-            return found
+            return False
         if code in _PROTECTED:
-            found = frame
+            return True
         frame = frame.f_back
-    return found
+    return False
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
-    target = _outermost_protected(frame)
-    if target is None:
+    global _generation, _resending
+    resend, _resending = _resending, False
+    if resend and not _deferred:
+        return  # a stale resend: the deferred interrupt was delivered meanwhile
+    if not _is_protected(frame):
+        _deferred.clear()
+        _generation += 1
         signal.default_int_handler(signum, frame)  # raises KeyboardInterrupt
         return
-    if _deferred:  # one is already waiting for this protected run to end
+    if not _deferred:
+        _deferred.append(signum)
+    timer = threading.Timer(RESEND_DELAY, _resend, (signum, _generation))
+    timer.daemon = True
+    timer.start()
+
+
+def _resend(signum: int, generation: int) -> None:
+    """On a timer thread: send the deferred signal to the main thread again, unless it was delivered."""
+    global _resending
+    if generation != _generation or not _deferred:
         return
-    _deferred.append(signum)
-    _replaced_profile[:] = [sys.getprofile()]
-    returned = False
-
-    def deliver(frame: FrameType, event: str, arg: object) -> None:
-        nonlocal returned
-        if not _deferred:  # taken by raise_if_deferred()
-            return
-        if event == "call" and frame.f_code in _INTERRUPTIBLE:
-            pass  # a wait inside the protected run: raise at its start, where its caller handles it
-        elif not returned:
-            returned = event == "return" and frame is target
-            return
-        # Raised at the first event after the protected run returned (a call or return in the caller),
-        # never from the run's own return: a ``__enter__`` that acquired must not seem to have failed,
-        # or its ``__exit__`` would never run.  A call event fires before the callee's first instruction.
-        sys.setprofile(_replaced_profile.pop() if _replaced_profile else None)
-        signal.default_int_handler(_deferred.pop(), frame)
-
-    sys.setprofile(deliver)
+    _resending = True
+    try:
+        signal.pthread_kill(_main_ident, signum)  # wakes the main thread from a blocking wait, too
+    except (AttributeError, OSError):  # no pthread_kill (Windows), or the main thread is gone
+        _thread.interrupt_main(signum)

@@ -20,6 +20,7 @@ from . import _defaults
 from ._backends import Backend, Connection
 from ._busy import BusyPolicy, BusyTimeout, retry_while_busy
 from ._errors import ConfigurationError, OpenError, SqlitefairError, busy_timeout_error
+from ._interrupts import interruptible
 
 __all__ = ("Opener", "OnConnect", "check_timeout", "database_target", "merge_pragmas")
 
@@ -131,6 +132,12 @@ def explain_open_error(exc: BaseException, name: str, role: str) -> str:
     return f"could not set up the {role} connection to {name!r}: {text}"
 
 
+@interruptible
+def _run_hook(hook: OnConnect, conn: Connection, role: str) -> None:
+    """The user's ``on_connect``: a Ctrl-C there lands at once (the connection is then closed)."""
+    hook(conn, role)
+
+
 class Opener:
     """Opens and sets up the connections of one pool (writer and readers alike)."""
 
@@ -194,7 +201,7 @@ class Opener:
         if self._on_connect is not None:
             backend.set_holder(conn, get_ident())  # the hook may run statements
             try:
-                self._on_connect(conn, role)
+                _run_hook(self._on_connect, conn, role)
             except BaseException:
                 backend.close(conn)
                 raise

@@ -67,21 +67,11 @@ _registry_lock = threading.Lock()
 # never used, never even garbage-collected (see _keep_forever), since closing one would roll its
 # transaction back through the shared-memory index the parent is using.
 _inherited_connections: list[Connection] = []
-# What each pool had checked out at the moment of the fork (filled just before it): {id(pool): what}.
-_busy_at_fork: dict[int, str] = {}
-
-
 def _before_fork() -> None:
     _registry_lock.acquire()
-    _busy_at_fork.clear()
-    for pool in _live_pools:
-        busy = pool._checked_out()
-        if busy:
-            _busy_at_fork[id(pool)] = busy
 
 
 def _after_fork_in_parent() -> None:
-    _busy_at_fork.clear()
     _registry_lock.release()
 
 
@@ -89,8 +79,7 @@ def _after_fork_in_child() -> None:
     global _registry_lock
     _registry_lock = threading.Lock()
     for pool in list(_live_pools):
-        pool._reset_after_fork(busy=_busy_at_fork.get(id(pool), ""))
-    _busy_at_fork.clear()
+        pool._reset_after_fork()
 
 
 def _keep_forever(conn: Connection) -> None:
@@ -351,17 +340,22 @@ class Pool:
         except Exception:  # pragma: no cover - closing a broken connection
             log.debug("error closing a discarded connection to %s", self._name, exc_info=True)
 
-    def _checked_out(self) -> str:
-        """What of this process's pool is checked out right now: "" (nothing), "a write
-        transaction" or "a read" (called just before a fork, so the child knows)."""
-        state = self._state
-        if state.writer.lock.statistics().held:
+    def _in_use_at_fork(self, old: _ProcessState) -> str:
+        """In a fork child: what the parent had checked out at the instant of the fork, read from
+        the copied memory (exact: a look before the fork would race with other threads)."""
+        if old.writer.lock._holders:
             return "a write transaction"
-        if state.readers.slots.statistics().held:
+        if any(slot.lock.locked() for slot in old.readers.slots._slots):
             return "a read"
+        for conn in old.connections:
+            try:
+                if conn._sf_holder is not None or conn.in_transaction:
+                    return "a transaction or read"
+            except Exception:  # closed: nothing to protect
+                continue
         return ""
 
-    def _reset_after_fork(self, *, busy: str) -> None:
+    def _reset_after_fork(self) -> None:
         """In a fork child: start from a fresh state, and decide what to do with the parent's connections.
 
         SQLite keeps its POSIX-lock and shared-memory lock bookkeeping per process,
@@ -377,6 +371,7 @@ class Pool:
           this child raise a clear error instead of hanging or losing writes.
         """
         old = self._state
+        busy = self._in_use_at_fork(old)
         inherited = list(old.connections)
         self._state = _ProcessState(self, self._readers)
         self._close_lock = threading.Lock()

@@ -106,7 +106,9 @@ class Read:
         state = pool._state
         if _current.get() is not None:  # inside some transaction block of this context
             tx = enclosing_transaction(state)
-            if tx is not None:  # our own transaction: read our own writes
+            # Our own transaction, on the thread that entered it: read our own writes.  (A thread that
+            # inherited the context, e.g. through asyncio.to_thread, takes a reader of its own.)
+            if tx is not None and tx._root._thread == get_ident():  # type: ignore[union-attr]
                 self._borrowed = True
                 conn = self._conn = tx._conn
                 return conn

@@ -31,6 +31,8 @@ deferred until they return; the waits inside are interruptible.
 from __future__ import annotations
 
 import logging
+from asyncio import current_task
+from asyncio import _get_running_loop as _running_loop
 from contextvars import ContextVar
 from threading import get_ident
 from os import readlink
@@ -54,6 +56,12 @@ log = logging.getLogger("sqlitefair")
 
 #: The innermost transaction block entered in the current context (any pool); each links to the one before.
 _current: ContextVar[Transaction | None] = ContextVar("sqlitefair_transaction", default=None)
+
+
+def _task() -> object:
+    """The running asyncio task, or None outside an event loop (cheap: no loop, one C call)."""
+    loop = _running_loop()
+    return None if loop is None else current_task(loop)
 
 
 def enclosing_transaction(state: _ProcessState) -> Transaction | None:
@@ -141,6 +149,7 @@ class Transaction:
     _ended = False
     _doomed: str | None = None
     _thread = 0  # the thread that entered the outermost block
+    _task: object = None  # the asyncio task that entered it (None outside an event loop)
 
     def __init__(self, pool: Pool, timeout: float | None, cancel: CancelScope | None = None) -> None:
         self._pool = pool
@@ -195,6 +204,7 @@ class Transaction:
             self._root = self
             # backend.set_holder(), inlined (both bindings keep the holder in _sf_holder; begin() did the rest)
             self._thread = conn._sf_holder = get_ident()
+            self._task = _task()
             self._token = token = _current.set(self)
             self._outer = token.old_value  # Token.MISSING at the outermost: enclosing_transaction() stops there
             # Statistics and warnings last: if a warning is an error here, the handler below rolls back.
@@ -220,6 +230,14 @@ class Transaction:
                 "inherited its context, e.g. through asyncio.to_thread or contextvars.copy_context); a "
                 "transaction's connection belongs to the thread that entered it. Run this block in that "
                 "thread, or after its transaction ends."
+            )
+        if root._task is not _task():
+            raise NestingError(
+                "pool.transaction() was nested in a transaction that another asyncio task opened (a task "
+                "started inside the block inherits its context); its savepoint would take in the other "
+                "task's writes, and its rollback would undo them. Nothing of this block ran. Await the work "
+                "in the task that opened the transaction, or give the new task a transaction of its own "
+                "after that one ends."
             )
         if root._doomed is not None:
             raise NestingError(root._doomed)
@@ -312,13 +330,6 @@ class Transaction:
 
     def _problem(self) -> SqlitefairError | None:
         """Why this transaction may not commit, or None: is it still the one the pool opened?"""
-        if self._doomed is not None:
-            return NestingError(self._doomed)
-        if len(self._stack) != 1:
-            return NestingError(
-                f"the transaction ended while {len(self._stack) - 1} block(s) nested in it were still open "
-                "(blocks exited out of order, e.g. from interleaved generators); it was rolled back."
-            )
         backend = self._pool._backend
         conn = self._conn
         try:
@@ -333,9 +344,17 @@ class Transaction:
             )
         if not intact:
             return TransactionControlError(
-                "the block's transaction was ended inside the transaction() block by something the pool "
-                "could not refuse; statements after that point ran in autocommit mode. The pool reports the "
-                "block as failed. Let the block end to commit, or raise to roll back."
+                "the block's transaction ended before the block did: SQLite rolled it back when a statement "
+                "failed (ON CONFLICT ROLLBACK, RAISE(ROLLBACK) in a trigger, an interrupt, a full disk) and the "
+                "block carried on, or something the pool could not refuse ended it. Nothing of the block is "
+                "committed."
+            )
+        if self._doomed is not None:
+            return NestingError(self._doomed)
+        if len(self._stack) != 1:
+            return NestingError(
+                f"the transaction ended while {len(self._stack) - 1} block(s) nested in it were still open "
+                "(blocks exited out of order, e.g. from interleaved generators); it was rolled back."
             )
         return None
 
@@ -388,7 +407,10 @@ class Transaction:
     def _give_back(self) -> None:
         """Return what this (outermost) checkout holds: roll back, hand the writer on.  Idempotent."""
         state = self._state
-        if state is not None and self._permit is not None:
+        permit = self._permit
+        # Only while the permit is still ours: once released (and this call repeats a give-back that
+        # was cut short after the release), the connection may already be the next holder's.
+        if state is not None and permit is not None and state.writer.lock.holds(permit):
             gate = state.writer
             conn = self._conn
             if conn is not None:
@@ -400,7 +422,6 @@ class Transaction:
             for block in stack[1:]:  # nested blocks still open (out of order): they can never run again
                 block._ended = True
         self._leave()
-        permit = self._permit
         if permit is not None:
             assert state is not None
             state.writer.lock.discard(permit)
@@ -427,12 +448,23 @@ class Transaction:
         """RELEASE (success) or ROLLBACK TO this block's savepoint; ``_savepoint`` is None once it is gone."""
         backend, conn, name = self._pool._backend, self._conn, self._savepoint
         try:
-            if not backend.in_transaction(conn):
-                self._savepoint = None
-                return  # SQLite already rolled the whole transaction back (e.g. SQLITE_FULL); the outer block reports it
+            intact = backend.in_transaction(conn)
         except Exception:
             self._savepoint = None
             return  # closed: the outer block reports it
+        if not intact:  # SQLite rolled the whole transaction back; whoever caught the error must not go on
+            self._savepoint = None
+            root = self._root
+            assert root is not None
+            message = (
+                "SQLite rolled back the whole transaction when a statement of this nested block failed (ON "
+                "CONFLICT ROLLBACK, RAISE(ROLLBACK) in a trigger, an interrupt, a full disk), not only this "
+                "block's savepoint; nothing of the enclosing transaction is committed."
+            )
+            root._doomed = message
+            if success:
+                raise TransactionControlError(message)
+            return
         if success:
             try:
                 backend.execute(conn, f"RELEASE {name}")

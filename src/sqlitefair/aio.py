@@ -348,7 +348,7 @@ class _Checkout:
     __slots__ = (
         "_apool", "_kind", "_sync_cm", "_used", "_worker", "_parent", "_prev", "_ident",
         "_lock", "_open", "_abandoned", "_cm", "_conn", "_started", "_settled", "_token", "_cursors",
-        "_cancel", "_child",
+        "_cancel", "_child", "_task",
     )
 
     def __init__(self, apool: AsyncPool, kind: str, timeout: float | None) -> None:
@@ -367,6 +367,7 @@ class _Checkout:
         # The nested transaction block open inside this one (touched on the event loop only): a second
         # one, from a sibling task, would interleave savepoints with it, so it is refused.
         self._child: _Checkout | None = None
+        self._task: asyncio.Task[Any] | None = None  # the task that entered the block
         self._prev: _Checkout | None = None  # the checkout that queues just before this one
         self._ident = 0  # the worker thread's ident, once it started
         self._lock = threading.Lock()
@@ -411,6 +412,7 @@ class _Checkout:
     def _start(self) -> _Worker:
         """Pick the worker: the enclosing transaction's (nested) or a fresh one queued after the last."""
         self._used = True
+        self._task = asyncio.current_task()
         apool = self._apool
         parent = next((c for c in reversed(_open_transactions.get()) if c._apool is apool and c._open), None)
         if parent is not None:
@@ -493,6 +495,13 @@ class _Checkout:
         worker = self._worker
         if worker is None:
             raise SqlitefairError("this connection's async with block has not started")
+        child = self._child
+        if child is not None and child._task is not asyncio.current_task():
+            raise NestingError(
+                "this block's transaction has a block nested in it open in another asyncio task; a "
+                "statement here would land in that task's savepoint, and its rollback would undo it. "
+                "Nothing was run. Await that task before using this connection again."
+            )
 
         def job() -> T:
             if not self._open:
