@@ -59,6 +59,7 @@ import threading
 from typing import Any, Callable, Iterable, Iterator
 
 from ._errors import NotCheckedOut, SqlitefairError, TransactionControlError
+from ._interrupts import protected
 
 __all__ = (
     "PooledSqlite3Connection",
@@ -278,7 +279,10 @@ class TxnPolice:
                 return _SQLITE_OK
             return _user_verdict(self, user(action, arg1, arg2, db_name, trigger))
 
-        return authorize
+        # SQLite calls it in the middle of preparing a statement, and the stdlib turns any exception
+        # it raises into SQLITE_DENY: a Ctrl-C landing here would surface as "not authorized" and be
+        # lost. Protected, it is put off until the statement call returns.
+        return protected(authorize)
 
     def judge(self, action: int, arg1: str | None, arg2: str | None, db_name: str | None, trigger: str | None) -> int:
         """The verdict on a transaction, savepoint or pragma action."""

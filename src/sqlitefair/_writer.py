@@ -204,7 +204,9 @@ class Transaction:
             self._root = self
             # backend.set_holder(), inlined (both bindings keep the holder in _sf_holder; begin() did the rest)
             self._thread = conn._sf_holder = get_ident()
-            self._task = _task()
+            loop = _running_loop()  # _task(), inlined: outside an event loop this is all it costs
+            if loop is not None:
+                self._task = current_task(loop)
             self._token = token = _current.set(self)
             self._outer = token.old_value  # Token.MISSING at the outermost: enclosing_transaction() stops there
             # Statistics and warnings last: if a warning is an error here, the handler below rolls back.
