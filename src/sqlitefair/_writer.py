@@ -35,7 +35,6 @@ from asyncio import current_task
 from asyncio import _get_running_loop as _running_loop
 from contextvars import ContextVar
 from threading import get_ident
-from os import readlink
 from time import monotonic
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -364,14 +363,7 @@ class Transaction:
         """Check the file, COMMIT, keep the WAL bounded, hand the writer on: the common path, straight."""
         pool = self._pool
         conn = self._conn
-        files = pool._files  # never acknowledge a commit into a deleted file (Linux: its name, at once)
-        link = files._link
-        try:
-            named = link is not None and readlink(link) == files._named
-        except OSError:  # close() closed the descriptor meanwhile
-            named = False
-        if not named:
-            files.check_before_commit()
+        pool._files.check_before_commit()  # never acknowledge a commit into a deleted file
         if _deferred:
             raise_if_deferred()  # a Ctrl-C that arrived while this block was ending rolls it back
         start = monotonic()
