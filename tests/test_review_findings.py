@@ -274,3 +274,167 @@ def test_aio_a_block_refuses_statements_while_another_tasks_block_is_nested_in_i
 
     assert asyncio.run(main()) == "refused"
     assert _rows(db_path) == [("parent, after the child",)]
+
+
+# -- second review -----------------------------------------------------------------------------------
+
+
+def test_apsw_a_rollback_during_iteration_refuses_the_rest_of_the_block(db_path: Path) -> None:
+    """apsw runs later bindings of an executemany that returns rows while iterating; an OR ROLLBACK
+    failure there went unnoticed and the rest of the block autocommitted. Now the writer's rollback
+    hook catches SQLite ending the transaction on any path."""
+    require_backend("apsw")
+    pool = sqlitefair.connect(db_path, backend="apsw")
+    with pool.transaction() as conn:
+        conn.execute("create table t(x unique)")
+        conn.execute("create table log(y)")
+        conn.execute("insert into t values (1)")
+    with pytest.raises(sqlitefair.TransactionControlError):
+        with pool.transaction() as conn:
+            conn.execute("insert into log values ('first')")
+            try:
+                for _ in conn.executemany("insert or rollback into t values (?) returning x", [(5,), (1,)]):
+                    pass
+            except Exception as exc:  # the constraint error, caught as a caller might
+                assert not isinstance(exc, sqlitefair.SqlitefairError)
+            conn.execute("insert into log values ('after the loss')")
+    pool.close()
+    assert _rows(db_path, "log") == []
+
+
+def test_aio_a_grandchild_block_of_another_task_is_seen_from_the_outermost_block(db_path: Path) -> None:
+    """Before: only the directly nested block's task was compared, so the outermost block's statement
+    landed in another task's savepoint two levels down and was silently undone."""
+    import sqlitefair.aio
+
+    async def main() -> str:
+        apool = sqlitefair.aio.connect(db_path)
+        outcome = "accepted"
+        try:
+            async with apool.transaction() as c:
+                await c.execute("create table t(x)")
+            g_open, p_done = asyncio.Event(), asyncio.Event()
+
+            async def other() -> None:
+                try:
+                    async with apool.transaction():  # nested in the inner block, from another task
+                        g_open.set()
+                        await p_done.wait()
+                        raise ValueError("rolls back its own block")
+                except ValueError:
+                    pass
+
+            async with apool.transaction() as root:
+                async with apool.transaction():  # this task's own nested block
+                    task = asyncio.create_task(other())
+                    await g_open.wait()
+                    try:
+                        await root.execute("insert into t values ('outer')")
+                    except sqlitefair.NestingError:
+                        outcome = "refused"
+                    p_done.set()
+                    await task
+            return outcome
+        finally:
+            await apool.close()
+
+    assert asyncio.run(main()) == "refused"
+    assert _rows(db_path) == []
+
+
+def test_read_in_a_sibling_task_does_not_borrow_another_tasks_transaction(db_path: Path) -> None:
+    """Before: a task on the same thread was handed the other task's writer connection by read(),
+    saw its uncommitted rows and could write into its transaction."""
+    pool = sqlitefair.connect(db_path)
+    with pool.transaction() as conn:
+        conn.execute("create table t(x)")
+    seen: list[int] = []
+
+    async def sibling() -> None:
+        with pool.read() as rconn:
+            seen.append(rconn.execute("select count(*) from t").fetchone()[0])
+
+    async def main() -> None:
+        with pool.transaction() as conn:
+            conn.execute("insert into t values (1)")
+            await asyncio.create_task(sibling())
+
+    asyncio.run(main())
+    pool.close()
+    assert seen == [0]  # a reader: not the other task's uncommitted row
+
+
+def test_nesting_inside_an_event_loop_started_within_a_block_opened_outside_any_task(db_path: Path) -> None:
+    """Before: the task check refused it, naming "another asyncio task", though the outer block had none."""
+    pool = sqlitefair.connect(db_path)
+    with pool.transaction() as conn:
+        conn.execute("create table t(x)")
+
+    async def helper() -> None:
+        with pool.transaction() as inner:
+            inner.execute("insert into t values (2)")
+
+    with pool.transaction() as conn:
+        conn.execute("insert into t values (1)")
+        asyncio.run(helper())
+    pool.close()
+    assert _rows(db_path) == [(1,), (2,)]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_fork_child_does_not_inherit_a_deferred_interrupt(db_path: Path) -> None:
+    """Before: a Ctrl-C deferred in the parent just before the fork surfaced in the child at its first
+    commit, for a signal the child never received."""
+    import warnings
+
+    from sqlitefair import _interrupts
+
+    pool = sqlitefair.connect(db_path)
+    with pool.transaction() as conn:
+        conn.execute("create table t(x)")
+    _interrupts._deferred.append(signal.SIGINT)  # as if a Ctrl-C had just been deferred
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 0
+            try:
+                with pool.transaction() as conn:
+                    conn.execute("insert into t values ('child')")
+            except BaseException:  # noqa: BLE001
+                code = 1
+            os._exit(code)
+    finally:
+        _interrupts._deferred.clear()
+        _interrupts._generation += 1
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child's commit raised the parent's deferred interrupt"
+    pool.close()
+    assert _rows(db_path) == [("child",)]
+
+
+def test_an_interrupt_deferred_at_the_very_end_exits_as_ctrl_c(tmp_path: Path) -> None:
+    """Before: the process exited with status 0 as if nothing had happened."""
+    import subprocess
+    import textwrap
+
+    script = tmp_path / "late.py"
+    script.write_text(textwrap.dedent(f"""
+        import signal, sqlitefair
+        pool = sqlitefair.connect({str(tmp_path / 'a.db')!r})
+        fired = []
+        def user_auth(*args):
+            if not fired:
+                fired.append(1)
+                signal.raise_signal(signal.SIGINT)  # a Ctrl-C while the pool's authorizer runs: deferred
+            return 0
+        with pool.read() as conn:
+            conn.set_authorizer(user_auth)
+            conn.execute("select 1").fetchall()
+            conn.set_authorizer(None)
+        print("end of script", flush=True)
+    """))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(sqlitefair.__file__).parent.parent), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode in (130, -signal.SIGINT), (done.returncode, done.stdout, done.stderr)

@@ -18,14 +18,14 @@ import sysconfig
 import threading
 import time
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 import apsw
 
 from ._backends import Backend, check_role, gil_enabled
 from ._busy import BusyPolicy, BusyTimeout
 from ._errors import FreeThreadingWarning, PoolTimeout, TransactionControlError
-from ._guard import OWN_SQL_SUFFIX, TxnPolice, not_checked_out, note_failure
+from ._guard import OWN_SQL_SUFFIX, TRANSACTION_LOST, TxnPolice, not_checked_out, note_failure
 from ._interrupts import interruptible
 
 __all__ = (
@@ -60,6 +60,16 @@ def _refusal(conn: Any, exc: apsw.Error) -> TransactionControlError | None:
     if error is None and police is not None:
         note_failure(conn)
     return error
+
+
+def _rollback_hook(conn: Any, police: TxnPolice) -> Callable[[], None]:
+    """The writer's rollback hook: refuse the rest of a block whose transaction SQLite rolled back itself."""
+
+    def hook() -> None:
+        if not police.own and conn._sf_holder is not None:
+            conn._sf_holder = TRANSACTION_LOST
+
+    return hook
 
 
 class PooledApswConnection(apsw.Connection):
@@ -236,6 +246,11 @@ class ApswBackend(Backend):
         if police is not None and police.pending:
             police.activate()
             _authorizer.__set__(conn, police.make_authorizer())  # SQLite re-checks the statements prepared so far
+            if police.txn:
+                conn.set_rollback_hook(_rollback_hook(conn, police))
+
+    # A rollback that is not the pool's own (police.own): SQLite ended the block's transaction by itself
+    # (OR ROLLBACK, RAISE(ROLLBACK), an interrupt, a full disk), on any path, iteration included.
 
     # The pool's own statements use a plain apsw.Cursor (no checkout check).  On a policed
     # connection they end in OWN_SQL_SUFFIX (their own statement-cache entries) and run with

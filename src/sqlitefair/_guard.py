@@ -327,8 +327,8 @@ class TxnPolice:
             return None
         code = getattr(exc, "sqlite_errorcode", None)  # sqlite3 on Python 3.11+; apsw has extendedresult
         if code is None:
-            code = getattr(exc, "extendedresult", _SQLITE_AUTH)
-        if code & 0xFF != _SQLITE_AUTH:
+            code = getattr(exc, "extendedresult", None)
+        if code is None or code & 0xFF != _SQLITE_AUTH:  # not SQLite's answer (a binding error, say)
             return None
         self.refused = None
         return cls(_refusal_message(refused, self.role, self.label))

@@ -12,7 +12,7 @@ So, as trio does (``trio._core._ki``), the pool's short critical code is
 Python's default SIGINT handler is installed, sqlitefair puts a handler in
 front of it.  The handler looks at the interrupted frames: if the innermost
 marked frame is protected, it does not raise but remembers the signal, and a
-timer thread sends it to the main thread again about a millisecond later
+resender thread sends it to the main thread again about a millisecond later
 (``signal.pthread_kill``).  That second arrival is handled like any real
 signal, at the main thread's next natural check: deferred again if it is
 still in protected code, raised otherwise.  Nothing is raised from a hook,
@@ -37,8 +37,11 @@ hot path: the frames are looked at only when a signal arrives.
 from __future__ import annotations
 
 import _thread
+import atexit
+import os
 import signal
 import threading
+import time
 from types import CodeType, FrameType
 from typing import Any, Callable, TypeVar
 
@@ -52,18 +55,24 @@ _INTERRUPTIBLE: set[CodeType] = set()
 
 #: Seconds before a deferred signal is sent to the main thread again.
 RESEND_DELAY = 0.001
+#: A resend not seen by the handler within this many seconds is forgotten (a new SIGINT is then real).
+RESEND_WINDOW = 0.05
 
 _install_lock = threading.Lock()
 _installed: Callable[[int, FrameType | None], Any] | None = None
 _main_ident = threading.main_thread().ident or 0
-# The state below is written by the main thread (the handler, raise_if_deferred) and read by
-# the resend timers; each is a single atomic store or load.
+# The state below is written by the main thread (the handler, raise_if_deferred) and read by the
+# resender thread; each access is a single atomic store or load.
 #: The signal deferred until protected code finishes ([] when none).
 _deferred: list[int] = []
-#: Bumped whenever a deferred signal is delivered, so that a timer armed before knows it is stale.
+#: Bumped whenever a deferred signal is delivered or dropped: a resend armed before it is stale.
 _generation = 0
-#: A resend is on its way: the next arrival with nothing deferred is that stale resend, not a new signal.
-_resending = False
+#: Until when (time.monotonic()) an arriving SIGINT is the resender's, not a new one from outside.
+_resend_until = 0.0
+#: The resender thread waits on this lock; the handler releases it (a C call: it never blocks).
+_wake = _thread.allocate_lock()
+_wake.acquire()
+_resender_pid = 0
 
 
 def protected(fn: F) -> F:
@@ -95,7 +104,7 @@ def install() -> bool:
         current = signal.getsignal(signal.SIGINT)
         if _installed is not None and current is _installed:
             return True
-        if current is not signal.default_int_handler:
+        if current is not signal.default_int_handler or not _start_resender():
             return False
         _installed = _handler
         signal.signal(signal.SIGINT, _handler)
@@ -129,8 +138,9 @@ def _is_protected(frame: FrameType | None) -> bool:
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
-    global _generation, _resending
-    resend, _resending = _resending, False
+    global _generation, _resend_until
+    resend = time.monotonic() < _resend_until
+    _resend_until = 0.0
     if resend and not _deferred:
         return  # a stale resend: the deferred interrupt was delivered meanwhile
     if not _is_protected(frame):
@@ -140,18 +150,69 @@ def _handler(signum: int, frame: FrameType | None) -> None:
         return
     if not _deferred:
         _deferred.append(signum)
-    timer = threading.Timer(RESEND_DELAY, _resend, (signum, _generation))
-    timer.daemon = True
-    timer.start()
-
-
-def _resend(signum: int, generation: int) -> None:
-    """On a timer thread: send the deferred signal to the main thread again, unless it was delivered."""
-    global _resending
-    if generation != _generation or not _deferred:
-        return
-    _resending = True
     try:
-        signal.pthread_kill(_main_ident, signum)  # wakes the main thread from a blocking wait, too
-    except (AttributeError, OSError):  # no pthread_kill (Windows), or the main thread is gone
-        _thread.interrupt_main(signum)
+        _wake.release()  # the resender sends it again shortly (already awake: it will see this one too)
+    except RuntimeError:
+        pass
+
+
+def _start_resender() -> bool:
+    """Start the resender thread of this process (once); False if no thread can be started."""
+    global _resender_pid
+    if _resender_pid == os.getpid():
+        return True
+    try:
+        threading.Thread(target=_resender, name="sqlitefair-sigint-resender", daemon=True).start()
+    except RuntimeError:  # out of threads: no deferral, Python's own handling stays
+        return False
+    _resender_pid = os.getpid()
+    return True
+
+
+def _resender() -> None:
+    """Send a deferred SIGINT to the main thread again until the handler takes it (or it is dropped)."""
+    global _resend_until, _generation
+    while True:
+        _wake.acquire()
+        while _deferred:
+            generation = _generation
+            time.sleep(RESEND_DELAY)
+            if generation != _generation or not _deferred:
+                break
+            if signal.getsignal(signal.SIGINT) is not _installed:  # the application replaced the handler
+                _deferred.clear()
+                _generation += 1
+                break
+            _resend_until = time.monotonic() + RESEND_WINDOW
+            try:
+                signal.pthread_kill(_main_ident, _deferred[0] if _deferred else signal.SIGINT)
+            except (AttributeError, OSError, IndexError):  # no pthread_kill (Windows), or the main thread is gone
+                _thread.interrupt_main()
+
+
+def _after_fork_in_child() -> None:
+    """A fork child has none of the parent's threads, and its own main thread: start afresh."""
+    global _generation, _resend_until, _main_ident, _wake, _resender_pid
+    _deferred.clear()
+    _generation += 1
+    _resend_until = 0.0
+    _main_ident = threading.main_thread().ident or 0
+    _wake = _thread.allocate_lock()
+    _wake.acquire()
+    _resender_pid = 0
+    if _installed is not None and signal.getsignal(signal.SIGINT) is _installed:
+        if not _start_resender():
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _at_exit() -> None:
+    """An interrupt deferred in the program's last moments is not lost: exit as Ctrl-C would."""
+    if _deferred and signal.getsignal(signal.SIGINT) is _installed:
+        _deferred.clear()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.raise_signal(signal.SIGINT)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_at_exit)

@@ -23,7 +23,7 @@ from ._errors import SqlitefairError, queue_timeout_error
 from ._interrupts import protected
 from ._slots import FairSlots, Slot
 from ._waitqueue import CancelScope, LockTimeout
-from ._writer import _current, enclosing_transaction
+from ._writer import _current, _task, enclosing_transaction
 
 if TYPE_CHECKING:
     from ._pool import Pool, _ProcessState
@@ -108,7 +108,9 @@ class Read:
             tx = enclosing_transaction(state)
             # Our own transaction, on the thread that entered it: read our own writes.  (A thread that
             # inherited the context, e.g. through asyncio.to_thread, takes a reader of its own.)
-            if tx is not None and tx._root._thread == get_ident():  # type: ignore[union-attr]
+            root = None if tx is None else tx._root
+            # ... and task: a sibling task must not see, or write into, another task's transaction.
+            if root is not None and root._thread == get_ident() and (root._task is None or root._task is _task()):
                 self._borrowed = True
                 conn = self._conn = tx._conn
                 return conn

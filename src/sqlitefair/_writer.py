@@ -232,7 +232,7 @@ class Transaction:
                 "transaction's connection belongs to the thread that entered it. Run this block in that "
                 "thread, or after its transaction ends."
             )
-        if root._task is not _task():
+        if root._task is not None and root._task is not _task():
             raise NestingError(
                 "pool.transaction() was nested in a transaction that another asyncio task opened (a task "
                 "started inside the block inherits its context); its savepoint would take in the other "

@@ -415,6 +415,8 @@ class _Checkout:
         self._task = asyncio.current_task()
         apool = self._apool
         parent = next((c for c in reversed(_open_transactions.get()) if c._apool is apool and c._open), None)
+        if parent is not None and self._kind == "read" and parent._task is not self._task:
+            parent = None  # another task's transaction: a reader of its own, not that transaction's connection
         if parent is not None:
             if self._kind == "transaction":
                 if parent._child is not None:
@@ -496,7 +498,10 @@ class _Checkout:
         if worker is None:
             raise SqlitefairError("this connection's async with block has not started")
         child = self._child
-        if child is not None and child._task is not asyncio.current_task():
+        me = asyncio.current_task() if child is not None else None
+        while child is not None and child._task is me:  # the whole chain of blocks nested in this one
+            child = child._child
+        if child is not None:
             raise NestingError(
                 "this block's transaction has a block nested in it open in another asyncio task; a "
                 "statement here would land in that task's savepoint, and its rollback would undo it. "

@@ -257,8 +257,8 @@ class PooledDatabase(sqlite_utils.Database):
     def _sf_transaction_ended(self, doing: str, at_exit: bool = False) -> TransactionControlError:
         if at_exit:
             consequence = (
-                "The work before that point was committed or rolled back with it; statements after "
-                "it ran outside any transaction, each committed on its own."
+                "Nothing of the block is committed: the pooled connection refused every statement "
+                "after that point (sqlitefair.TransactionControlError)."
             )
         else:
             consequence = (
