@@ -16,7 +16,9 @@ threads, asyncio tasks and generators, and becomes a ``SAVEPOINT``.  Blocks
 must end last-in-first-out: a block that would open beside another open one
 (sibling asyncio tasks) or end before a block opened inside it raises
 :class:`NestingError`, and a transaction whose blocks were interleaved can
-only roll back.  A block may end on another thread than it began on (a
+only roll back.  A transaction opened in an asyncio task takes nested
+blocks from that task only: a task started inside the block inherits its
+context, and its savepoint would take in the opening task's writes.  A block may end on another thread than it began on (a
 generator resumed elsewhere); the context it began in then keeps a
 reference to an ended checkout, which lookups skip.
 
