@@ -37,13 +37,13 @@ from typing import Any, Callable
 import pytest
 
 import sqlitefair
-from sqlitefair import _fairlock, _interrupts, _readers, _slots, _waitqueue, _writer
+from sqlitefair import _fairlock, _interrupts, _readers, _slots, _wal, _waitqueue, _writer
 
 pytestmark = pytest.mark.skipif(
     threading.current_thread() is not threading.main_thread(), reason="signals are delivered to the main thread"
 )
 
-_PATH_MODULES = (_writer, _readers, _fairlock, _slots, _waitqueue)
+_PATH_MODULES = (_writer, _readers, _fairlock, _slots, _waitqueue, _wal)
 _POOL_LEVEL = {Path(m.__file__).resolve() for m in (_writer, _readers)}  # type: ignore[arg-type]
 _PATH_FILES = {Path(m.__file__).resolve() for m in _PATH_MODULES}  # type: ignore[arg-type]
 _SKIP_NAMES = {"statistics", "_statistics_locked", "__repr__", "wait_stats", "queued_or_holding", "held_by_current_thread"}
@@ -235,6 +235,11 @@ def read_hands_over(pool: sqlitefair.Pool, k: int, done: list[int], stop: Flag) 
     return [t]
 
 
+def writer_checkpoints(pool: sqlitefair.Pool, k: int, done: list[int], stop: Flag) -> list[threading.Thread]:
+    """As writer_alone, with the WAL over its limit: the commit pauses the readers and checkpoints (see _run)."""
+    return writer_alone(pool, k, done, stop)
+
+
 def writer_first_use(pool: sqlitefair.Pool, k: int, done: list[int], stop: Flag) -> list[threading.Thread]:
     """As writer_alone, on a pool whose writer connection is not open yet (see _run)."""
     return writer_alone(pool, k, done, stop)
@@ -255,7 +260,7 @@ def _forget_connections(pool: sqlitefair.Pool) -> None:
 
 
 SCENARIOS = [
-    writer_alone, writer_first_use, writer_nested, writer_queued, writer_hands_over,
+    writer_alone, writer_checkpoints, writer_first_use, writer_nested, writer_queued, writer_hands_over,
     read_alone, read_first_use, read_queued, read_hands_over,
 ]
 
@@ -267,6 +272,10 @@ def _run(pool: sqlitefair.Pool, scenario: Any, k: int, tracer: Tracer) -> tuple[
     error: BaseException | None = None
     if scenario in (writer_first_use, read_first_use):
         _forget_connections(pool)
+    # The WAL's size is looked at after a commit at most every 0.5 s: never here, except in the
+    # scenario that makes every commit checkpoint, so that each run takes the same lines.
+    pool._wal.due = 0.0 if scenario is writer_checkpoints else float("inf")
+    pool._wal._limit = 0
     sys.settrace(tracer)
     try:
         threads = scenario(pool, k, done, stop)
