@@ -716,7 +716,7 @@ def print_summary(s: dict[str, Any]) -> None:
     p(f"  signals sent {s['signals_sent']}, KeyboardInterrupts caught {s['keyboard_interrupts_caught']}, "
       f"unanswered {s['signals_unanswered']}; delays {s['delay_ms'][0]}-{s['delay_ms'][1]} ms, "
       f"switch interval {s['switch_interval'] * 1e6:.0f} us")
-    p(f"  landed (innermost frame): " + ", ".join(f"{k} {v}" for k, v in s["landed"].items()))
+    p("  landed (innermost frame): " + ", ".join(f"{k} {v}" for k, v in s["landed"].items()))
     p(f"  landed in sqlitefair: {s['landed_in_pool']} ({100 * s['landed_in_pool_fraction']:.1f} %); "
       f"sqlitefair on the stack: {s['pool_on_stack']}; inside a pool __enter__/__exit__: {s['in_pool_enter_exit']}; "
       f"in a with statement right after the pool's __exit__ returned (block counted as succeeded): {s['after_exit_returned']}")

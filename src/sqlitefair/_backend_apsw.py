@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import apsw
 
-from ._backends import Backend, check_role, gil_enabled
+from ._backends import GuardedBackend, check_role, gil_enabled
 from ._busy import BusyPolicy, BusyTimeout
 from ._errors import FreeThreadingWarning, PoolTimeout, TransactionControlError
 from ._guard import OWN_SQL_SUFFIX, TRANSACTION_LOST, TxnPolice, not_checked_out, note_failure
@@ -200,7 +200,7 @@ class _BusyHandler:
         return True
 
 
-class ApswBackend(Backend):
+class ApswBackend(GuardedBackend):
     """apsw: a current bundled SQLite and a real busy-handler hook."""
 
     name = "apsw"
@@ -234,12 +234,6 @@ class ApswBackend(Backend):
             police = TxnPolice(role, conn._sf_label)
             conn._sf_police = police  # installed as the authorizer by start_policing()
         return conn
-
-    def set_holder(self, conn: PooledApswConnection, holder: int | None) -> None:
-        conn._sf_holder = holder
-        police = conn._sf_police
-        if police is not None:
-            police.refused = None  # a refusal that surfaced untranslated must not name a later error
 
     def start_policing(self, conn: PooledApswConnection) -> None:
         police = conn._sf_police

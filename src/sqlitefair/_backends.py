@@ -123,7 +123,18 @@ class Backend:
         return retry_while_busy(lambda: self.execute(conn, sql), self.is_busy, policy, deadline)
 
 
-class Sqlite3Backend(Backend):
+class GuardedBackend(Backend):
+    """A backend whose pooled connections (``_guard``'s classes) keep their holder in ``_sf_holder``
+    and their transaction-control police in ``_sf_police``: both bindings."""
+
+    def set_holder(self, conn: Connection, holder: int | None) -> None:
+        conn._sf_holder = holder
+        police = conn._sf_police
+        if police is not None:
+            police.refused = None  # a refusal that surfaced untranslated must not name a later error
+
+
+class Sqlite3Backend(GuardedBackend):
     """The standard library's ``sqlite3``: the default, and GIL-free on free-threaded builds."""
 
     name = "sqlite3"
@@ -152,12 +163,6 @@ class Sqlite3Backend(Backend):
             police = TxnPolice(role, conn._sf_label)
             conn._sf_police = police  # installed as the authorizer by start_policing()
         return conn
-
-    def set_holder(self, conn: PooledSqlite3Connection, holder: int | None) -> None:
-        conn._sf_holder = holder
-        police = conn._sf_police
-        if police is not None:
-            police.refused = None  # a refusal that surfaced untranslated must not name a later error
 
     def start_policing(self, conn: PooledSqlite3Connection) -> None:
         police = conn._sf_police
