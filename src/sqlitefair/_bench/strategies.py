@@ -63,10 +63,16 @@ class Instance:
 
 
 def _raw_connect(path: str, busy_timeout: float) -> sqlite3.Connection:
-    """A plain stdlib connection with sqlitefair's default pragmas, in autocommit mode."""
-    conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+    """A plain stdlib connection with sqlitefair's default pragmas, in autocommit mode.
+
+    The set-up statements wait out other processes' locks (SQLite's handler, up to TIMEOUT):
+    with a strategy's busy timeout of 0 (it retries in Python), a ``journal_mode`` pragma met
+    another process starting up and failed at once with "database is locked". The strategy's own
+    busy timeout applies from the first measured statement on."""
+    conn = sqlite3.connect(path, timeout=max(busy_timeout, TIMEOUT), isolation_level=None, check_same_thread=False)
     for statement in pragma_statements():
         conn.execute(statement).fetchall()
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}").fetchall()
     return conn
 
 
