@@ -16,12 +16,16 @@ from sqlitefair import CancelScope, FairLock, FairSemaphore, LockTimeout, WaitCa
 from sqlitefair._slots import FairSlots
 
 
-@pytest.fixture(params=["semaphore", "slots"])
+@pytest.fixture(params=["semaphore", "slots", "lock"])
 def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def make(kind: str, capacity: int = 1) -> FairSemaphore | FairSlots:
+def make(kind: str, capacity: int = 1) -> FairSemaphore | FairSlots | FairLock:
+    if kind == "lock":
+        if capacity != 1:
+            pytest.skip("a FairLock has one permit")
+        return FairLock()
     return FairSemaphore(capacity) if kind == "semaphore" else FairSlots(capacity)
 
 

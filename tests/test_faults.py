@@ -8,6 +8,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
+import sys
 import sqlite3
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from _helpers import tmpfs_mount
 from conftest import require_backend
 
 import sqlitefair
-from sqlitefair import _defaults
+from sqlitefair import _defaults, _files
 
 
 def integrity(path: Path) -> str:
@@ -229,3 +230,92 @@ def test_injected_io_error_fails_one_transaction_and_the_pool_recovers(tmp_path:
         assert [row[0] for row in conn.execute("select v from t")] == ["before", "after"]
     finally:
         conn.close()
+
+
+# -- the per-commit file check: inotify where there is one, fstat elsewhere ----------------------
+
+
+@pytest.fixture(params=["inotify", "fstat"])
+def watch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which per-commit file check the pool uses (``fstat`` is the fallback where inotify is missing)."""
+    if request.param == "inotify" and not sys.platform.startswith("linux"):
+        pytest.skip("inotify is Linux-only")
+    monkeypatch.setattr(_files, "USE_INOTIFY", request.param == "inotify")
+    # The periodic look at the path far away: only the per-commit check can catch anything here.
+    monkeypatch.setattr(_defaults, "FILE_CHECK_INTERVAL", 3600.0)
+    return str(request.param)
+
+
+def _watched_pool(path: Path, watch: str) -> sqlitefair.Pool:
+    pool = sqlitefair.connect(path)
+    assert (pool._files._inotify_fd is not None) == (watch == "inotify"), "the pool did not pick the expected check"
+    with pool.transaction() as conn:
+        conn.execute("create table t(v)")
+        conn.execute("insert into t values ('before')")
+    return pool
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced", "moved"])
+def test_no_commit_is_acknowledged_after_the_file_changed(tmp_path: Path, watch: str, how: str) -> None:
+    """Every transaction after the change is refused at once: none lands in a file nobody reads."""
+    if watch == "fstat" and how == "moved":
+        pytest.skip("the fstat fallback sees a move (the file still has a name) only at the periodic path check")
+    path = tmp_path / "app.db"
+    pool = _watched_pool(path, watch)
+    if how == "deleted":
+        path.unlink()
+    elif how == "replaced":
+        other = tmp_path / "other.db"
+        sqlite3.connect(other).execute("create table elsewhere(v)").connection.close()
+        os.replace(other, path)
+    else:
+        path.rename(tmp_path / "moved.db")
+    outcomes = []
+    for i in range(50):  # as fast as possible: no grace period in which a write may still go through
+        try:
+            with pool.transaction() as conn:
+                conn.execute("insert into t values (?)", (i,))
+        except sqlitefair.OpenError:
+            outcomes.append("refused")
+        else:
+            outcomes.append("committed")
+    pool.close()
+    assert outcomes == ["refused"] * 50, f"{outcomes.count('committed')} of 50 commits acknowledged after the file was {how}"
+
+
+def test_changes_that_keep_the_file_do_not_stop_the_pool(tmp_path: Path, watch: str) -> None:
+    """chmod, touch, a second hard link made and removed: the file is still the one the path names."""
+    path = tmp_path / "app.db"
+    pool = _watched_pool(path, watch)
+    try:
+        changes = [
+            lambda: os.chmod(path, 0o640),
+            lambda: os.utime(path, (1, 1)),
+            lambda: os.link(path, tmp_path / "second-name.db"),
+            lambda: os.unlink(tmp_path / "second-name.db"),
+        ]
+        for i, change in enumerate(changes):
+            change()
+            with pool.transaction() as conn:
+                conn.execute("insert into t values (?)", (i,))
+        assert not pool._files.changed(0), "the events of harmless changes were not forgotten"
+        with pool.read() as conn:
+            assert conn.execute("select count(*) from t").fetchone()[0] == 1 + len(changes)
+    finally:
+        pool.close()
+
+
+def test_a_renamed_parent_folder_is_caught_by_the_periodic_look(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither inotify on the file nor its link count sees the folder renamed; the path look does."""
+    monkeypatch.setattr(_defaults, "FILE_CHECK_INTERVAL", 0.05)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    pool = sqlitefair.connect(folder / "app.db")
+    with pool.transaction() as conn:
+        conn.execute("create table t(v)")
+    folder.rename(tmp_path / "data-moved")
+    time.sleep(0.1)
+    with pytest.raises(sqlitefair.OpenError, match="deleted or moved away"):
+        with pool.transaction() as conn:
+            conn.execute("insert into t values (1)")
+    pool.close()

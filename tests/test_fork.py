@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Callable
 import pytest
 
 import sqlitefair
+from sqlitefair import _defaults
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
@@ -172,3 +174,46 @@ def test_idle_fork_then_parent_close_loses_no_commit_of_the_child(db_path: Path)
         os.close(fd)
     assert os.waitstatus_to_exitcode(status) == 0
     assert _rows(db_path) == [("parent",), ("child 1",), ("child 2",)]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the inotify watch is Linux-only")
+def test_a_fork_child_watches_the_file_with_a_queue_of_its_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child sharing its parent's inotify queue would miss a deletion the parent's check drained."""
+    monkeypatch.setattr(_defaults, "FILE_CHECK_INTERVAL", 3600.0)  # only the per-commit check can catch it
+    path = tmp_path / "app.db"
+    pool = _pool(path)
+    assert pool._files._inotify_fd is not None
+    child_ready_r, child_ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    result_r, result_w = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            with pool.transaction() as conn:  # the child's first commit (it looks at the path once)
+                conn.execute("insert into t values ('child-1')")
+            os.write(child_ready_w, b"x")
+            os.read(go_r, 1)  # meanwhile the parent deleted the file and its own check saw it
+            try:
+                with pool.transaction() as conn:
+                    conn.execute("insert into t values ('child-2')")
+                text = "committed"
+            except sqlitefair.OpenError:
+                text = "refused"
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            text = f"{type(exc).__name__}: {exc}"
+        os.write(result_w, text.encode())
+        os._exit(0)
+    try:
+        assert os.read(child_ready_r, 1) == b"x"
+        path.unlink()
+        with pytest.raises(sqlitefair.OpenError):
+            with pool.transaction() as conn:
+                conn.execute("insert into t values ('parent')")
+        os.write(go_w, b"x")
+        result = os.read(result_r, 65536).decode()
+    finally:
+        os.waitpid(pid, 0)
+        pool.close()
+    assert result == "refused", f"the child's commit after the deletion: {result}"

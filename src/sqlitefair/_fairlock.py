@@ -29,6 +29,7 @@ queued only while ``len(_holders) == capacity`` or older waiters are queued.
 
 from __future__ import annotations
 
+import _thread
 import threading
 from _thread import get_ident
 from dataclasses import dataclass, field
@@ -56,9 +57,10 @@ class WouldBlock(Exception):
 class Permit:
     """One held permit: which thread was granted it and when (``time.monotonic()``).
 
-    Permits compare by identity, so the same thread may hold several.  (A plain
-    slotted class made on every acquire, on the pool's hot path: the thread's
-    name is looked up only when someone asks for it.)
+    Permits compare by identity, so the same thread may hold several.  The
+    thread's name is looked up only when someone asks for it.  (Slotted: a
+    write checkout is a subclass, slotted too, so that its attribute accesses
+    on the hot path are the interpreter's cheapest.)
     """
 
     __slots__ = ("thread_ident", "since", "_name")
@@ -70,7 +72,7 @@ class Permit:
 
     @property
     def thread_name(self) -> str:
-        if self._name is None:
+        if getattr(self, "_name", None) is None:  # a checkout that is its own permit leaves it unset
             thread = next((t for t in threading.enumerate() if t.ident == self.thread_ident), None)
             self._name = thread.name if thread is not None else f"<exited thread {self.thread_ident}>"
         return self._name
@@ -205,14 +207,176 @@ class FairSemaphore:
         return f"<{type(self).__name__} held={s.held}/{s.capacity} waiting={s.waiting}>"
 
 
-class FairLock(FairSemaphore):
-    """A FIFO-fair mutual-exclusion lock (a :class:`FairSemaphore` of one)."""
+class FairLock:
+    """A FIFO-fair mutual-exclusion lock whose uncontended acquire takes no mutex.
+
+    The *baton*, a plain ``_thread`` lock, is locked exactly while the lock has
+    a holder or is being handed to one: ``release()`` with waiters queued makes
+    the oldest waiter the holder without ever unlocking the baton.  So an
+    ``acquire()`` that finds the baton free knows, from that one non-blocking
+    C call, that nobody holds the lock and nobody is queued, and takes it
+    without the mutex; it can never overtake a waiter.  (The reader slots use
+    the same idea per slot, see ``_slots``.)
+
+    ``acquire(permit=...)`` records a caller's own object as the holder (a
+    write checkout is its own permit), which saves making a :class:`Permit`
+    on every transaction.
+
+    Invariants:
+
+    * the baton is locked if and only if ``_holder`` is set, except in the one
+      step between a successful ``baton.acquire(False)`` and the store of
+      ``_holder`` (protected code: a SIGINT is deferred past it);
+    * under the mutex, a queued waiter implies a locked baton: the baton is
+      unlocked only under the mutex and only when nobody is queued, and a
+      waiter joins the queue only under the mutex, after failing to take the
+      baton there;
+    * ``_holder`` is replaced by the holder itself (acquire, release) or, on a
+      hand-over, under the mutex by the thread that releases.
+    """
 
     def __init__(self) -> None:
-        super().__init__(1)
+        self._mutex = threading.Lock()
+        self._baton = _thread.allocate_lock()
+        self._holder: Permit | None = None
+        self._queue = WaitQueue(self._mutex)
+
+    @property
+    def capacity(self) -> int:
+        return 1
 
     @property
     def owner(self) -> Permit | None:
         """The current holder's permit, or ``None`` when free."""
+        return self._holder
+
+    def locked(self) -> bool:
+        """Whether somebody holds the lock (or it is being handed over)."""
+        return self._baton.locked()
+
+    @protected
+    def acquire_nowait(self, *, permit: Permit | None = None) -> Permit:
+        """Take the lock if it is free (then nobody is queued), else raise :class:`WouldBlock`."""
+        if not self._baton.acquire(False):
+            raise WouldBlock
+        return self._take(permit, monotonic())
+
+    @protected
+    def acquire(
+        self,
+        timeout: float | None = None,
+        *,
+        cancel: CancelScope | None = None,
+        permit: Permit | None = None,
+        now: float | None = None,
+    ) -> Permit:
+        """Wait in FIFO order for the lock; ``timeout=None`` waits forever.
+
+        Returns the permit to pass to :meth:`release`: ``permit`` when given
+        (its ``thread_ident`` and ``since`` are set here), else a new
+        :class:`Permit`.  ``now``: the caller's ``time.monotonic()``, if it has
+        just read it (saves a clock read).  Raises :class:`LockTimeout` when
+        ``timeout`` seconds pass first, and :class:`WaitCancelled` when
+        ``cancel`` is cancelled first.
+        """
+        if cancel is not None and cancel.cancelled:
+            raise WaitCancelled("the wait was cancelled before it began")
+        if self._baton.acquire(False):  # free, so nobody is queued: the common case, no mutex
+            # self._take(), inlined: this runs on every transaction
+            if permit is None:
+                permit = Permit(get_ident(), monotonic() if now is None else now)
+            else:
+                permit.thread_ident = get_ident()
+                permit.since = monotonic() if now is None else now
+            self._holder = permit
+            return permit
         with self._mutex:
-            return next(iter(self._holders), None)
+            if self._baton.acquire(False):  # released meanwhile (and nobody queued: it is under the mutex)
+                return self._take(permit, monotonic())
+            waiter = self._queue.join_locked(cancel)
+            waiter.permit = permit
+        granted: Permit = self._queue.wait(
+            waiter, timeout, give_back=self.release, statistics_locked=self._statistics_locked
+        )
+        return granted
+
+    def _take(self, permit: Permit | None, now: float) -> Permit:
+        """Record the caller, who has just taken the baton, as the holder."""
+        if permit is None:
+            permit = Permit(get_ident(), now)
+        else:
+            permit.thread_ident = get_ident()
+            permit.since = now
+        self._holder = permit
+        return permit
+
+    @protected
+    def release(self, permit: Permit) -> None:
+        """Return ``permit``; the oldest waiter, if any, becomes the next holder."""
+        with self._mutex:
+            if self._holder is not permit or permit is None:
+                raise RuntimeError("release() of a permit that is not held")
+            if self._queue.count and self._queue.hand_over_locked(self._grant_locked):
+                return  # the baton stays locked: it went with the lock to the oldest waiter
+            self._holder = None  # self._release_locked(), inlined: this runs on every transaction
+            self._baton.release()
+
+    @protected
+    def discard(self, permit: Permit) -> bool:
+        """Return ``permit`` if it is still held; True if it was.  Safe to call twice (cleanup paths)."""
+        with self._mutex:
+            if self._holder is not permit or permit is None:
+                return False
+            self._release_locked()
+            return True
+
+    def _release_locked(self) -> None:
+        if self._queue.count and self._queue.hand_over_locked(self._grant_locked):
+            return  # the baton stays locked: it went with the lock to the oldest waiter
+        self._holder = None
+        self._baton.release()
+
+    def _grant_locked(self, waiter: Waiter) -> Permit:
+        permit = waiter.permit
+        if permit is None:
+            permit = Permit(waiter.ident, monotonic(), waiter.name)
+        else:
+            permit.thread_ident = waiter.ident
+            permit.since = monotonic()
+        self._holder = permit
+        return permit
+
+    def holds(self, permit: Permit) -> bool:
+        """Whether ``permit`` is still held (not yet released)."""
+        return permit is not None and self._holder is permit
+
+    def queued_or_holding(self, thread_ident: int) -> bool:
+        """Whether thread ``thread_ident`` waits in the queue or holds the lock (see FairSemaphore)."""
+        with self._mutex:
+            holder = self._holder
+            return self._queue.has_thread_locked(thread_ident) or (
+                holder is not None and holder.thread_ident == thread_ident
+            )
+
+    def held_by_current_thread(self) -> bool:
+        """Whether the calling thread holds the lock."""
+        holder = self._holder
+        return holder is not None and holder.thread_ident == get_ident()
+
+    def statistics(self) -> LockStatistics:
+        with self._mutex:
+            return self._statistics_locked()
+
+    def _statistics_locked(self) -> LockStatistics:
+        holder = self._holder
+        return LockStatistics(
+            capacity=1,
+            held=1 if self._baton.locked() else 0,
+            waiting=len(self._queue),
+            holders=() if holder is None else (holder,),
+            oldest_waiter_since=self._queue.oldest_since_locked(),
+        )
+
+    def __repr__(self) -> str:
+        s = self.statistics()
+        return f"<{type(self).__name__} held={s.held}/1 waiting={s.waiting}>"

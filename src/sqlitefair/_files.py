@@ -3,13 +3,31 @@
 In WAL mode SQLite keeps writing to a database file that was deleted or
 replaced (renamed over) under it, and new connections open whatever the path
 names now: commits would be lost or split between two files.  So the pool
-keeps a descriptor of the file it opened and, before every ``COMMIT``, asks
-the kernel whether that file still has a name: ``os.fstat(fd).st_nlink`` is 0
-once it was deleted or renamed over (measured here: 0.7 us a call; a
-``readlink`` of ``/proc/self/fd/N``, which would also see a move, took 3 us,
-most of it in the kernel).  A file moved away (still linked, elsewhere) is
-caught by comparing the path's identity with a ``stat`` of the path, at most
-every ``FILE_CHECK_INTERVAL`` seconds and on every new connection.
+keeps a descriptor of the file it opened and checks it before every
+``COMMIT``.
+
+The check has to be cheap, since it runs on every write.  On Linux the pool
+asks the kernel to tell it: an inotify watch on the opened file (through
+``/proc/self/fd``, so it is the very inode, whatever the path names) queues
+an event the moment the file loses a name (``IN_ATTRIB``: deleted, or
+renamed over) or is moved (``IN_MOVE_SELF``), and the per-commit check is a
+``poll`` of that queue with a zero timeout: one system call, no objects
+(about 0.1 us and 1k instructions, against 0.7 us and 6k for the
+``os.fstat`` it replaces; a ``readlink`` of ``/proc/self/fd/N`` took 3 us).
+Any event, or the periodic look at the path every ``FILE_CHECK_INTERVAL``
+seconds (which also catches a renamed parent folder), leads to the full
+check: the queued events are drained, then ``os.fstat(fd).st_nlink`` (0
+once deleted or renamed over) and a ``stat`` of the path are compared with
+the opened file's identity, so an event that changed nothing that matters
+(``chmod``, ``touch``) is forgotten, and one that arrives meanwhile waits
+for the next commit.
+
+Where inotify is missing (not Linux, no ``/proc``, or the per-user limit of
+inotify instances reached), every commit runs ``os.fstat`` instead.
+
+A fork child shares its parent's inotify queue (the descriptor is
+inherited), and one process draining it would hide an event from the other;
+so the child makes a watch of its own (:meth:`FileWatch.after_fork`).
 
 Once lost, always lost: every later check raises the same error, so no
 commit after it can succeed by luck.
@@ -18,13 +36,26 @@ commit after it can succeed by luck.
 from __future__ import annotations
 
 import os
+import select
+import sys
 import threading
 from time import monotonic
+from typing import Any, Callable
 
 from . import _defaults
 from ._errors import OpenError
 
 __all__ = ("FileWatch", "file_identity")
+
+# <sys/inotify.h>
+_IN_ATTRIB = 0x00000004  # metadata, including the link count (a deletion, a rename over it)
+_IN_MOVE_SELF = 0x00000800  # the file itself was moved
+_IN_DELETE_SELF = 0x00000400  # the inode is gone (not while we hold a descriptor; for completeness)
+_IN_NONBLOCK = 0o4000
+_IN_CLOEXEC = 0o2000000
+
+#: Whether to try inotify at all (tests turn it off to exercise the fallback).
+USE_INOTIFY = sys.platform.startswith("linux")
 
 
 def file_identity(path: str) -> tuple[int, int] | None:
@@ -36,42 +67,114 @@ def file_identity(path: str) -> tuple[int, int] | None:
     return (st.st_dev, st.st_ino)
 
 
+def _never(timeout: int = 0) -> bool:
+    return False
+
+
+def _always(timeout: int = 0) -> bool:
+    return True
+
+
+def _inotify(fd: int) -> tuple[int, Callable[[int], Any]] | None:
+    """An inotify queue watching the file open as ``fd``, and its zero-timeout ``poll``; None if unavailable."""
+    if not USE_INOTIFY:
+        return None
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        ifd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
+        if ifd < 0:  # EMFILE: the per-user limit of inotify instances (fs.inotify.max_user_instances)
+            return None
+        watched = f"/proc/self/fd/{fd}".encode()
+        if libc.inotify_add_watch(ifd, watched, _IN_ATTRIB | _IN_MOVE_SELF | _IN_DELETE_SELF) < 0:
+            os.close(ifd)
+            return None
+        poller = select.poll()
+        poller.register(ifd, select.POLLIN)
+    except Exception:  # no ctypes, no libc symbol, no /proc: the fstat fallback
+        return None
+    return ifd, poller.poll
+
+
 class FileWatch:
     """The database file a pool opened, and whether its path still names it.
 
-    Invariant: ``_lost`` goes from None to a message once and never back.
+    Invariants: ``_lost`` goes from None to a message once and never back
+    (and ``changed`` is then ``_always``); ``check_before_commit`` runs only
+    under the writer permit (a ``select.poll`` object refuses concurrent
+    polls), the other methods under ``_lock``.
     """
 
     def __init__(self, path: str | None, name: str) -> None:
         self._path = path  # None: a URI target, not watched
         self._name = name
         self._fd: int | None = None
+        self._inotify_fd: int | None = None
         self._identity: tuple[int, int] | None = None
-        self._due = 0.0
+        self.due = float("inf")  # when the path is looked at again
         self._lost: str | None = None
-        self._lock = threading.Lock()  # open and close of the descriptor
+        #: ``changed(0)`` is truthy when the full check must run: the inotify queue's poll, or the
+        #: fstat fallback.  With ``due``, what the writer's hot path reads (see check_before_commit).
+        self.changed: Callable[[int], Any] = _never
+        self._lock = threading.Lock()  # open and close of the descriptors
         if path is not None:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
             st = os.fstat(fd)
             self._fd, self._identity = fd, (st.st_dev, st.st_ino)
-            self._due = monotonic() + _defaults.FILE_CHECK_INTERVAL
+            self._watch()
 
-    def check_before_commit(self) -> None:
-        """Raise :class:`OpenError` if the file was deleted or replaced (cheap: one ``fstat``)."""
+    def _watch(self) -> None:
+        """Start watching ``_fd``: an inotify queue where there is one, else an fstat per commit."""
+        assert self._fd is not None
+        watch = _inotify(self._fd)
+        if watch is None:
+            self.changed = self._unlinked
+        else:
+            self._inotify_fd, self.changed = watch
+        self.due = monotonic() + _defaults.FILE_CHECK_INTERVAL
+
+    def _unlinked(self, timeout: int = 0) -> bool:
+        """The fallback check: whether the opened file lost its last name (deleted or renamed over)."""
+        try:
+            return os.fstat(self._fd).st_nlink == 0  # type: ignore[arg-type]
+        except (OSError, TypeError):  # closed by close(): nothing to compare any more
+            return False
+
+    def check_before_commit(self, now: float) -> None:
+        """Raise :class:`OpenError` if the file was deleted, replaced or moved (``now``: ``time.monotonic()``).
+
+        The writer inlines this (``if files.changed(0) or now >= files.due: files.check(now)``)."""
+        if self.changed(0) or now >= self.due:
+            self.check(now)
+
+    def check(self, now: float) -> None:
+        """The full check, after an inotify event or when the path is due a look."""
+        if self._lost is not None:
+            raise OpenError(self._lost)
         fd = self._fd
-        if fd is None or self._lost is not None:
-            if self._lost is not None:
-                raise OpenError(self._lost)
-            return
+        if fd is None:
+            return  # closed by close(), or a URI target
+        # Forget the events first, then look: an event that arrives during the look stays queued
+        # for the next commit (the other order could drain a deletion that the look missed).
+        self._drain()
         try:
             linked = os.fstat(fd).st_nlink > 0
-        except OSError:  # closed by close(): nothing to compare any more
+        except OSError:  # closed by close() meanwhile
             return
-        if linked and monotonic() < self._due:
-            return  # the common case
-        self.check_path()  # says which: deleted, or replaced (and catches a move)
+        self.check_path()  # says which: deleted, replaced or moved (and sets the next due time)
         if not linked:
             self._mark_lost("deleted")
+
+    def _drain(self) -> None:
+        ifd = self._inotify_fd
+        if ifd is None:
+            return
+        try:
+            while os.read(ifd, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
 
     def check_path(self) -> None:
         """Raise :class:`OpenError` unless the path names the opened file (a ``stat`` of the path)."""
@@ -79,10 +182,10 @@ class FileWatch:
             raise OpenError(self._lost)
         if self._path is None:
             return
-        self._due = monotonic() + _defaults.FILE_CHECK_INTERVAL
+        self.due = monotonic() + _defaults.FILE_CHECK_INTERVAL
         current = file_identity(self._path)
         if current != self._identity:
-            self._mark_lost("deleted" if current is None else "replaced by another file")
+            self._mark_lost("deleted or moved away" if current is None else "replaced by another file")
 
     def _mark_lost(self, what: str) -> None:
         self._lost = (
@@ -91,10 +194,25 @@ class FileWatch:
             "error (nothing was committed by the transaction that raised it). Restore the file and create "
             "a new pool with sqlitefair.connect()."
         )
+        self.changed = _always
         raise OpenError(self._lost)
+
+    def after_fork(self) -> None:
+        """In a fork child: a watch of its own (the inherited inotify queue is shared with the parent)."""
+        with self._lock:
+            ifd, self._inotify_fd = self._inotify_fd, None
+            if ifd is not None:
+                os.close(ifd)  # the child's copy only: the parent's queue stays open in the parent
+            if self._lost is None and self._fd is not None:
+                self._watch()
+                self.due = 0.0  # look at the path at the next commit: the parent may have missed a change
 
     def close(self) -> None:
         with self._lock:
             fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
+            ifd, self._inotify_fd = self._inotify_fd, None
+            if self._lost is None:
+                self.changed = _never
+        for descriptor in (ifd, fd):
+            if descriptor is not None:
+                os.close(descriptor)

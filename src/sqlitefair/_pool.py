@@ -343,7 +343,7 @@ class Pool:
     def _in_use_at_fork(self, old: _ProcessState) -> str:
         """In a fork child: what the parent had checked out at the instant of the fork, read from
         the copied memory (exact: a look before the fork would race with other threads)."""
-        if old.writer.lock._holders:
+        if old.writer.lock.locked():
             return "a write transaction"
         if any(slot.lock.locked() for slot in old.readers.slots._slots):
             return "a read"
@@ -377,6 +377,7 @@ class Pool:
         self._close_lock = threading.Lock()
         self._stats = StatsRecorder()
         self._wal._stats = self._stats
+        self._files.after_fork()
         if not busy:
             for conn in inherited:
                 try:

@@ -110,7 +110,7 @@ class Read:
             # inherited the context, e.g. through asyncio.to_thread, takes a reader of its own.)
             root = None if tx is None else tx._root
             # ... and task: a sibling task must not see, or write into, another task's transaction.
-            if root is not None and root._thread == get_ident() and (root._task is None or root._task is _task()):
+            if root is not None and root.thread_ident == get_ident() and (root._task is None or root._task is _task()):
                 self._borrowed = True
                 conn = self._conn = tx._conn
                 return conn

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import threading
-from collections import deque
 from dataclasses import dataclass
 
 from . import _defaults
@@ -72,24 +71,37 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
 
 
 class _WaitSeries:
-    __slots__ = ("count", "max", "total", "recent")
+    __slots__ = ("count", "max", "total", "recent", "window")
 
     def __init__(self, window: int) -> None:
         self.count = 0
         self.max = 0.0
         self.total = 0.0
-        self.recent: deque[float] = deque(maxlen=window)
+        #: The last ``window`` waits, in no particular order: a list that grows to ``window`` and
+        #: is then written round (a list, not a deque: copying a deque is pathologically slow on
+        #: free-threaded 3.13, and iterating one raises if it is appended to meanwhile).
+        self.recent: list[float] = []
+        self.window = window
 
     def add(self, seconds: float) -> None:
+        i = self.count % self.window
         self.count += 1
         self.total += seconds
         if seconds > self.max:
             self.max = seconds
-        self.recent.append(seconds)
+        recent = self.recent
+        if i == len(recent):
+            recent.append(seconds)
+        else:
+            recent[i] = seconds
 
     def snapshot(self) -> WaitStats:
-        ordered = sorted(self.recent)
-        return WaitStats(self.count, percentile(ordered, 0.50), percentile(ordered, 0.99), self.max, self.total)
+        """The series now.  Safe beside a concurrent ``add`` (a list copy is one step on every
+        build); taken during one, the snapshot may count that wait in some fields and not yet in others."""
+        recent = self.recent[:]
+        count, total, longest = self.count, self.total, self.max
+        recent.sort()
+        return WaitStats(count, percentile(recent, 0.50), percentile(recent, 0.99), longest, total)
 
 
 class StatsRecorder:
@@ -102,6 +114,8 @@ class StatsRecorder:
     def __init__(self, window: int = _defaults.STATS_WINDOW) -> None:
         self._lock = threading.Lock()
         self._writes = _WaitSeries(window)
+        #: ``write_waited(seconds)``: record a write's wait (the writer permit's holder only).
+        self.write_waited = self._writes.add
         self._counts = {
             "busy_retries": 0,
             "busy_wait": 0.0,
@@ -113,14 +127,14 @@ class StatsRecorder:
         }
 
     def write_served(self, waited: float, busy_retries: int, busy_wait: float) -> None:
-        series = self._writes
-        with self._lock:  # _WaitSeries.add inlined: this runs on every transaction
-            series.count += 1
-            series.total += waited
-            if waited > series.max:
-                series.max = waited
-            series.recent.append(waited)
-            if busy_retries:
+        """Record one write's wait, and the busy retries it took (those counters take the lock).
+
+        Called only by the holder of the pool's writer permit, which so serialises every update of
+        the write series: no lock for it.  Without retries, :attr:`write_waited` does the same
+        with one call less (it runs on every transaction)."""
+        self._writes.add(waited)
+        if busy_retries:
+            with self._lock:
                 self._counts["busy_retries"] += busy_retries
                 self._counts["busy_wait"] += busy_wait
 
@@ -130,6 +144,7 @@ class StatsRecorder:
             self._counts[name] += amount
 
     def snapshot(self) -> dict[str, object]:
-        """The recorded fields of :class:`PoolStats` except ``reads``, consistent with each other."""
+        """The recorded fields of :class:`PoolStats` except ``reads`` (the counters consistent with each
+        other; the write series as :meth:`_WaitSeries.snapshot` says)."""
         with self._lock:
             return {"writes": self._writes.snapshot(), **self._counts}

@@ -50,13 +50,14 @@ class LockTimeout(Exception):
 class Waiter:
     """One parked thread: what it was granted, who it is, since when."""
 
-    __slots__ = ("parker", "grant", "ident", "name", "since", "cancelled")
+    __slots__ = ("parker", "grant", "ident", "name", "since", "cancelled", "permit")
 
     def __init__(self) -> None:
         self.parker = _thread.allocate_lock()
         self.parker.acquire()
         self.grant: Any = None  # a Permit (writer) or a Slot (readers), written by the granting thread
         self.cancelled = False
+        self.permit: Any = None  # the object the waiter wants recorded as holder (FairLock), if any
         thread = threading.current_thread()
         self.ident = thread.ident or 0
         self.name = thread.name

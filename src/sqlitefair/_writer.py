@@ -128,34 +128,59 @@ class WriterGate:
         self._pool._discard(self._state, conn)
 
 
-class Transaction:
+class _EndedRoot:
+    """What an outermost block's ``_root`` becomes once its transaction ended (it was the block
+    itself): no reference cycle then keeps the ended checkout alive until the cyclic GC runs."""
+
+    _ended = True
+    _stack: tuple[()] = ()
+    _doomed = None
+
+
+_ENDED = _EndedRoot()
+
+
+class Transaction(Permit):
     """A write transaction checkout; see :meth:`sqlitefair.Pool.transaction`.
 
     The outermost block (its ``_root`` is itself) holds the permit and the
     connection and keeps ``_stack``, its open blocks, outermost first; nested
     blocks point at it.  ``_doomed`` says why the transaction can only roll
     back (its blocks were interleaved).
+
+    The outermost block is its own writer permit: the lock records the
+    checkout itself as its holder (``thread_ident``, ``since``), so a
+    transaction makes no separate permit object.
     """
 
-    # Class-level defaults: a checkout sets only what it uses (this runs on every transaction).
-    _state: _ProcessState | None = None
-    _conn: Connection | None = None
-    _permit: Permit | None = None  # the outermost block's writer permit, while held
-    _root: Transaction | None = None
-    _stack: list[Transaction] | tuple[()] = ()  # the outermost block's open blocks, outermost first
-    _savepoint: str | None = None  # a nested block's SAVEPOINT name
-    _outer: Any = None  # the context's innermost block before this one (or None / Token.MISSING)
-    _token: Any = None  # the ContextVar token that made this block the innermost
-    _entered = False
-    _ended = False
-    _doomed: str | None = None
-    _thread = 0  # the thread that entered the outermost block
-    _task: object = None  # the asyncio task that entered it (None outside an event loop)
+    # Slots, each set in __init__ (none a class-level default): slot loads and stores are the
+    # interpreter's cheapest, on every build; a class-level default would make them generic.
+    __slots__ = (
+        "_pool", "_timeout", "_cancel", "_state", "_conn", "_root", "_stack", "_savepoint",
+        "_outer", "_token", "_entered", "_ended", "_doomed", "_task",
+    )
 
     def __init__(self, pool: Pool, timeout: float | None, cancel: CancelScope | None = None) -> None:
         self._pool = pool
         self._timeout = timeout
         self._cancel = cancel  # lets another thread (the asyncio facade) take this waiter out of the queue
+        self._state: _ProcessState | None = None
+        self._conn: Connection | None = None
+        self._root: Transaction | _EndedRoot | None = None
+        self._stack: list[Transaction] | tuple[()] = ()  # the outermost block's open blocks, outermost first
+        self._savepoint: str | None = None  # a nested block's SAVEPOINT name
+        self._outer: Any = None  # the context's innermost block before this one (or None / Token.MISSING)
+        self._token: Any = None  # the ContextVar token that made this block the innermost
+        self._entered = False
+        self._ended = False
+        self._doomed: str | None = None
+        self._task: object = None  # the asyncio task that entered it (None outside an event loop)
+        # Permit's thread_ident (the thread that entered the outermost block) and since are set by
+        # the writer lock at the grant, and read only after it.
+
+    def __repr__(self) -> str:
+        kind = "ended" if self._ended else "open" if self._entered else "not entered"
+        return f"<sqlitefair transaction of {self._pool.path!r}, {kind}>"
 
     # -- entering -----------------------------------------------------------------
 
@@ -173,17 +198,20 @@ class Transaction:
         # The outermost block (written out here rather than in a helper: this runs on every transaction).
         if pool._closed:
             raise pool._closed_error()
-        gate = state.writer
         if state.fork_error is not None:
             raise SqlitefairError(state.fork_error)
+        gate = state.writer
         start = monotonic()
-        deadline = None if self._timeout is None else start + self._timeout
+        timeout = self._timeout
+        deadline = None if timeout is None else start + timeout
         self._state = state
         try:
             try:
-                self._permit = gate.lock.acquire(self._timeout, cancel=self._cancel)
+                # The checkout is its own permit, and the lock's record of its holder is the record:
+                # there is no step between "granted" and "recorded" (see _give_back).
+                gate.lock.acquire(timeout, cancel=self._cancel, permit=self, now=start)
             except LockTimeout as exc:
-                raise gate.timeout_error(exc, self._timeout) from None
+                raise gate.timeout_error(exc, timeout) from None
             # From here on, only this checkout touches the writer connection.
             if state.shut_down:
                 raise pool._closed_error()
@@ -204,19 +232,19 @@ class Transaction:
             self._stack = [self]  # before _root: the cleanup trusts a _root's _stack
             self._root = self
             # backend.set_holder(), inlined (both bindings keep the holder in _sf_holder; begin() did the rest)
-            self._thread = conn._sf_holder = get_ident()
+            conn._sf_holder = self.thread_ident
             loop = _running_loop()  # _task(), inlined: outside an event loop this is all it costs
             if loop is not None:
                 self._task = current_task(loop)
             self._token = token = _current.set(self)
             self._outer = token.old_value  # Token.MISSING at the outermost: enclosing_transaction() stops there
             # Statistics and warnings last: if a warning is an error here, the handler below rolls back.
-            now = monotonic()
             if retries:  # waited for another connection's lock since the permit was granted
-                pool._stats.write_served(now - start, retries, now - self._permit.since)  # type: ignore[union-attr]
+                now = monotonic()
+                pool._stats.write_served(now - start, retries, now - self.since)
                 pool._saw_other_writer()
-            else:
-                pool._stats.write_served(now - start, 0, 0.0)
+            else:  # the wait in the queue (none when the writer was free)
+                pool._stats.write_waited(self.since - start)
                 if state.pid != pool._created_pid:
                     pool._saw_other_writer()
             return conn  # inside the try: an exception even here gives everything back
@@ -227,7 +255,7 @@ class Transaction:
     def _enter_savepoint(self, parent: Transaction) -> Connection:
         root = parent._root
         assert root is not None
-        if root._thread != get_ident():
+        if root.thread_ident != get_ident():
             raise NestingError(
                 "pool.transaction() was nested in a transaction that another thread entered (this thread "
                 "inherited its context, e.g. through asyncio.to_thread or contextvars.copy_context); a "
@@ -276,6 +304,8 @@ class Transaction:
             if self._root is not self or self._state is not self._pool._state:
                 if self._state is not self._pool._state and self._state is not None:
                     return self._exit_in_fork_child(exc_type)
+                if self._root is _ENDED:
+                    raise SqlitefairError("this transaction() block has already ended")
                 return self._exit_savepoint(exc_type)
             if self._ended:
                 raise SqlitefairError("this transaction() block has already ended")
@@ -303,7 +333,6 @@ class Transaction:
         """
         self._ended = True
         self._token = None
-        self._permit = None  # the parent's; this child's fresh pool state never saw it
         if exc_type is None:
             raise SqlitefairError(
                 "this transaction() block began before os.fork() and ended in the child process; the "
@@ -317,7 +346,7 @@ class Transaction:
         if self._state is not self._pool._state:  # in a fork child: the parent's, do not touch
             self._ended = True
             return
-        if self._root is self or self._root is None:
+        if self._root is self or self._root is None or self._root is _ENDED:
             self._give_back()
             return
         root = self._root
@@ -365,18 +394,22 @@ class Transaction:
         """Check the file, COMMIT, keep the WAL bounded, hand the writer on: the common path, straight."""
         pool = self._pool
         conn = self._conn
-        pool._files.check_before_commit()  # never acknowledge a commit into a deleted file
+        start = monotonic()
+        files = pool._files  # files.check_before_commit(start), inlined: never commit into a deleted file
+        if files.changed(0) or start >= files.due:
+            files.check(start)
         if _deferred:
             raise_if_deferred()  # a Ctrl-C that arrived while this block was ending rolls it back
-        start = monotonic()
-        deadline = None if self._timeout is None else start + self._timeout
+        timeout = self._timeout
         try:
             # COMMIT can only meet SQLITE_BUSY outside WAL mode (waiting for readers to leave).
-            pool._backend.begin(conn, "COMMIT", pool._policy, deadline)
+            pool._backend.begin(conn, "COMMIT", pool._policy, None if timeout is None else start + timeout)
         except BusyTimeout as exc:
             pool._stats.add("write_timeouts")
             pool._stats.add("busy_retries", exc.retries)
-            raise busy_timeout_error(pool._backend, pool._name, pool._policy, "commit", exc, start, deadline) from exc.__cause__
+            raise busy_timeout_error(
+                pool._backend, pool._name, pool._policy, "commit", exc, start, None if timeout is None else start + timeout
+            ) from exc.__cause__
         state = self._state
         assert state is not None
         wal = pool._wal
@@ -387,7 +420,7 @@ class Transaction:
         if state.shut_down:
             self._give_back()
             return
-        self._conn._sf_holder = None  # type: ignore[union-attr]  # backend.set_holder(), inlined
+        conn._sf_holder = None  # backend.set_holder(), inlined
         del self._stack[0]
         token = self._token
         self._token = None
@@ -396,17 +429,18 @@ class Transaction:
         except (ValueError, RuntimeError):  # ended in another context: see _leave
             pass
         self._ended = True
-        state.writer.lock.release(self._permit)  # type: ignore[arg-type]
-        self._permit = None
+        state.writer.lock.release(self)
+        self._root = _ENDED  # no longer itself: no reference cycle
 
     @protected
     def _give_back(self) -> None:
         """Return what this (outermost) checkout holds: roll back, hand the writer on.  Idempotent."""
         state = self._state
-        permit = self._permit
-        # Only while the permit is still ours: once released (and this call repeats a give-back that
-        # was cut short after the release), the connection may already be the next holder's.
-        if state is not None and permit is not None and state.writer.lock.holds(permit):
+        lock = None if state is None else state.writer.lock
+        # Only while the lock names this checkout its holder: once released (and this call repeats a
+        # give-back that was cut short after the release), the connection may be the next holder's.
+        if lock is not None and lock.holds(self):
+            assert state is not None
             gate = state.writer
             conn = self._conn
             if conn is not None:
@@ -418,10 +452,10 @@ class Transaction:
             for block in stack[1:]:  # nested blocks still open (out of order): they can never run again
                 block._ended = True
         self._leave()
-        if permit is not None:
-            assert state is not None
-            state.writer.lock.discard(permit)
-            self._permit = None
+        if lock is not None:
+            lock.discard(self)  # nothing if not held (any more)
+        if self._root is self:
+            self._root = _ENDED  # no longer itself: no reference cycle
 
     def _exit_savepoint(self, exc_type: type[BaseException] | None) -> None:
         root = self._root
