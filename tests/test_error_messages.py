@@ -9,14 +9,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Awaitable, Callable
 
 import pytest
 
 import sqlitefair
+import sqlitefair.aio
+from sqlitefair.aio import AsyncPool
 
 
 def test_a_directory_as_the_path_says_it_is_a_directory(tmp_path: Path, backend: str) -> None:
@@ -76,3 +79,166 @@ def test_a_nested_read_still_waits_for_another_threads_reader(make_pool: Callabl
     finally:
         release.set()
         thread.join(10)
+
+
+# -- the same misuse, the same exception, sync and asyncio ------------------------------------------
+
+
+def _sync_use_after_the_block(pool: sqlitefair.Pool) -> None:
+    with pool.read() as conn:
+        pass
+    conn.execute("select 1")
+
+
+async def _aio_use_after_the_block(apool: AsyncPool) -> None:
+    async with apool.read() as conn:
+        pass
+    await conn.execute("select 1")
+
+
+def _sync_reads_nested_past_the_readers(pool: sqlitefair.Pool) -> None:
+    with pool.read(), pool.read(), pool.read():
+        pass
+
+
+async def _aio_reads_nested_past_the_readers(apool: AsyncPool) -> None:
+    async with apool.read(), apool.read(), apool.read():
+        pass
+
+
+def _sync_close_inside_a_transaction(pool: sqlitefair.Pool) -> None:
+    with pool.transaction():
+        pool.close()
+
+
+async def _aio_close_inside_a_transaction(apool: AsyncPool) -> None:
+    async with apool.transaction():
+        await apool.close()
+
+
+def _sync_close_inside_a_read(pool: sqlitefair.Pool) -> None:
+    with pool.read():
+        pool.close()
+
+
+async def _aio_close_inside_a_read(apool: AsyncPool) -> None:
+    async with apool.read():
+        await apool.close()
+
+
+def _sync_entered_twice(pool: sqlitefair.Pool) -> None:
+    block = pool.transaction()
+    with block:
+        pass
+    with block:
+        pass
+
+
+async def _aio_entered_twice(apool: AsyncPool) -> None:
+    block = apool.transaction()
+    async with block:
+        pass
+    async with block:
+        pass
+
+
+def _sync_bad_timeout(pool: sqlitefair.Pool) -> None:
+    pool.read(timeout=-1)
+
+
+async def _aio_bad_timeout(apool: AsyncPool) -> None:
+    apool.read(timeout=-1)
+
+
+def _sync_bad_argument(pool: sqlitefair.Pool) -> None:
+    sqlitefair.connect(pool.path, readers=-1)
+
+
+async def _aio_bad_argument(apool: AsyncPool) -> None:
+    AsyncPool(apool.pool, idle_threads=-1)
+
+
+def _sync_timeout(pool: sqlitefair.Pool) -> None:
+    with pool.transaction(timeout=0.05):
+        pass
+
+
+async def _aio_timeout(apool: AsyncPool) -> None:
+    async with apool.transaction(timeout=0.05):
+        pass
+
+
+def _sync_after_close(pool: sqlitefair.Pool) -> None:
+    pool.close()
+    with pool.read():
+        pass
+
+
+async def _aio_after_close(apool: AsyncPool) -> None:
+    await apool.close()
+    async with apool.read():
+        pass
+
+
+MISUSES: dict[str, tuple[Callable[[sqlitefair.Pool], None], Callable[[AsyncPool], Awaitable[None]], type[Exception]]] = {
+    "a connection used after its block": (_sync_use_after_the_block, _aio_use_after_the_block, sqlitefair.NotCheckedOut),
+    "reads nested past the readers": (_sync_reads_nested_past_the_readers, _aio_reads_nested_past_the_readers, sqlitefair.NestingError),
+    "close() inside a transaction": (_sync_close_inside_a_transaction, _aio_close_inside_a_transaction, sqlitefair.SqlitefairError),
+    "close() inside a read": (_sync_close_inside_a_read, _aio_close_inside_a_read, sqlitefair.SqlitefairError),
+    "a block entered twice": (_sync_entered_twice, _aio_entered_twice, sqlitefair.SqlitefairError),
+    "a bad timeout": (_sync_bad_timeout, _aio_bad_timeout, sqlitefair.ConfigurationError),
+    "a bad argument": (_sync_bad_argument, _aio_bad_argument, sqlitefair.ConfigurationError),
+    "a wait past the timeout": (_sync_timeout, _aio_timeout, sqlitefair.PoolTimeout),
+    "use after close()": (_sync_after_close, _aio_after_close, sqlitefair.PoolClosed),
+}
+
+
+def _hold_the_writer(pool: sqlitefair.Pool) -> Callable[[], None]:
+    """Keep the writer checked out by another thread until the returned function is called."""
+    held, done = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with pool.transaction():
+            held.set()
+            done.wait(30)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert held.wait(10)
+
+    def release() -> None:
+        done.set()
+        thread.join(10)
+
+    return release
+
+
+def _raised(run: Callable[[], Any]) -> BaseException:
+    try:
+        run()
+    except Exception as exc:  # noqa: BLE001 - what it raised is the point
+        return exc
+    raise AssertionError("no exception")
+
+
+@pytest.mark.parametrize("misuse", MISUSES, ids=list(MISUSES))
+def test_sync_and_asyncio_raise_the_same_exception(misuse: str, db_path: Path, backend: str) -> None:
+    sync_misuse, aio_misuse, expected = MISUSES[misuse]
+    errors = []
+    for flavour in ("sync", "aio"):
+        pool = sqlitefair.connect(db_path, readers=2, timeout=3, backend=backend)
+        apool = AsyncPool(pool)
+        release = _hold_the_writer(pool) if misuse == "a wait past the timeout" else (lambda: None)
+        start = time.monotonic()
+        try:
+            if flavour == "sync":
+                errors.append(_raised(lambda: sync_misuse(pool)))
+            else:
+                errors.append(_raised(lambda: asyncio.run(aio_misuse(apool))))
+        finally:
+            release()
+            asyncio.run(apool.close())
+        assert time.monotonic() - start < 2.5, f"{flavour}: {misuse} waited for the timeout instead of raising at once"
+    sync_error, aio_error = errors
+    assert type(sync_error) is type(aio_error), (sync_error, aio_error)
+    assert isinstance(sync_error, expected), sync_error
