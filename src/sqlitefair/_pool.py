@@ -82,6 +82,16 @@ def _after_fork_in_child() -> None:
         pool._reset_after_fork()
 
 
+def _warn_unclosed(name: str, pid: int) -> None:
+    """A pool was garbage-collected without ``close()`` (in the process that made it: a fork child's copy is not its to close)."""
+    if os.getpid() == pid:
+        warnings.warn(
+            f"unclosed sqlitefair pool for {name!r}: call close() (await close() for sqlitefair.aio) or use it "
+            "in a with block; its connections are closed only as they are garbage-collected",
+            ResourceWarning,
+        )
+
+
 def _keep_forever(conn: Connection) -> None:
     """Keep ``conn`` from ever being closed in this process, even at interpreter exit."""
     _inherited_connections.append(conn)
@@ -162,6 +172,9 @@ class Pool:
         self._files = FileWatch(None if self._uri else self._target, self._name)
         with _registry_lock:
             _live_pools.add(self)
+        # Like an unclosed sqlite3.Connection: a ResourceWarning if the pool is collected open.
+        self._unclosed = weakref.finalize(self, _warn_unclosed, self._name, self._created_pid)
+        self._unclosed.atexit = False  # interpreter exit is not a leak
 
     # -- public API ---------------------------------------------------------
 
@@ -268,6 +281,7 @@ class Pool:
             if self._closed:
                 return
             self._closed = True
+        self._unclosed.detach()
         with _registry_lock:
             _live_pools.discard(self)
         start = time.monotonic()
