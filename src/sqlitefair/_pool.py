@@ -43,7 +43,20 @@ __all__ = ("Pool", "connect")
 
 log = logging.getLogger("sqlitefair")
 
-_UNSET: Any = object()
+class _Unset:
+    """A default that stands for something decided later; its repr says what (``help()``, the docs)."""
+
+    __slots__ = ("_text",)
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+
+    def __repr__(self) -> str:
+        return self._text
+
+
+#: The default of every ``timeout=`` that means "the pool's own timeout".
+_UNSET: Any = _Unset("<the pool's timeout>")
 
 
 class _ProcessState:
@@ -180,26 +193,32 @@ class Pool:
 
     @property
     def path(self) -> str:
+        """The database file's absolute path (or the URI as given), as messages name it."""
         return self._name
 
     @property
     def readers(self) -> int:
+        """How many read-only connections the pool has (``readers=`` of :func:`connect`)."""
         return self._readers
 
     @property
     def timeout(self) -> float | None:
+        """Seconds a checkout may wait in total by default; ``None``: no limit."""
         return self._timeout
 
     @property
     def backend(self) -> Backend:
+        """The binding the connections use (:class:`Backend`; its ``name`` is ``"sqlite3"`` or ``"apsw"``)."""
         return self._backend
 
     @property
     def busy_policy(self) -> BusyPolicy:
+        """How the writer waits for other processes' locks (:class:`BusyPolicy`)."""
         return self._policy
 
     @property
     def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
         return self._closed
 
     def transaction(self, *, timeout: float | None = _UNSET, cancel: CancelScope | None = None) -> Transaction:
@@ -477,7 +496,8 @@ def connect(
       :class:`PoolTimeout`, which is also a ``sqlite3.OperationalError``.
     * ``pragmas``: overrides of :data:`sqlitefair.DEFAULT_PRAGMAS`; ``None`` drops one.
     * ``busy_policy``: how to wait for other processes (default :class:`FairRetry`).
-    * ``backend``: ``"sqlite3"`` (the standard library).
+    * ``backend``: ``"sqlite3"`` (the standard library's module, the default) or ``"apsw"``
+      (needs apsw; bundles a current SQLite; see the backends guide for how they differ).
     * ``on_connect(conn, role)``: called for every new connection, e.g. to
       register functions or a trace callback.
     * ``wal_limit``: bytes of WAL after which the writer pauses this pool's

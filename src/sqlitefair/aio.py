@@ -65,7 +65,7 @@ from typing import Any, Callable, Concatenate, Iterable, Mapping, ParamSpec, Seq
 
 from ._errors import ConfigurationError, NestingError, NotCheckedOut, PoolClosed, SqlitefairError, reads_nested_error
 from ._fairlock import CancelScope
-from ._pool import Pool
+from ._pool import _UNSET, Pool
 from ._pool import connect as _connect_pool
 from ._stats import PoolStats
 
@@ -78,7 +78,6 @@ P = ParamSpec("P")
 #: Parameters of one statement: a sequence for ``?`` placeholders, a mapping for ``:name``.
 Parameters = Sequence[Any] | Mapping[str, Any]
 
-_UNSET: Any = object()
 #: Idle worker threads an :class:`AsyncPool` keeps for reuse by default.
 IDLE_THREADS = 16
 
@@ -118,6 +117,7 @@ class AsyncPool:
 
     @property
     def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
         return self._closed
 
     @property
