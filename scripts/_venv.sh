@@ -24,12 +24,24 @@ ensure_venv() {
   else
     return 0
   fi
-  "$py" -m pip install --quiet --upgrade pip
+  pip_install --upgrade pip
   if [ -n "$install" ]; then
     "$install"
   else
-    "$py" -m pip install --quiet -e ".[$extra]"
+    pip_install -e ".[$extra]"
   fi
   touch "$stamp"
   echo "Done installing $what." >&2
+}
+
+# pip install --quiet into $py's venv. pip's output goes to stderr, less one kind of line: the
+# note pip prints for every package when a configured --find-links or index folder has no entry
+# for it ("WARNING: Location 'file:///...' is ignored: it is neither a file nor a directory."),
+# which says nothing about this project. Errors still show, and pip's exit status is kept.
+pip_install() {
+  local status=0
+  "$py" -m pip install --quiet "$@" 2>&1 \
+    | { grep -v -E "^WARNING: Location 'file:[^']*' is ignored: it is neither a file nor a directory\.$" || true; } >&2 \
+    || status=$?
+  return "$status"
 }
