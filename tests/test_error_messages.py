@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import pytest
+from _helpers import held_by_another_thread
 
 import sqlitefair
 import sqlitefair.aio
@@ -61,24 +63,10 @@ def test_reads_nested_deeper_than_the_readers_raise_at_once(make_pool: Callable[
 def test_a_nested_read_still_waits_for_another_threads_reader(make_pool: Callable[..., sqlitefair.Pool]) -> None:
     """Only the readers this thread holds itself make it refuse: one held by another thread comes back."""
     pool = make_pool(readers=2, timeout=10)
-    taken, release = threading.Event(), threading.Event()
-
-    def other() -> None:
-        with pool.read():
-            taken.set()
-            release.wait(10)
-
-    thread = threading.Thread(target=other)
-    thread.start()
-    try:
-        assert taken.wait(10)
-        with pool.read():
-            threading.Timer(0.1, release.set).start()
-            with pool.read() as conn:  # waits for the other thread's reader
-                assert conn.execute("select 1").fetchone() == (1,)
-    finally:
-        release.set()
-        thread.join(10)
+    with held_by_another_thread(pool.read()) as (_, leave), pool.read():
+        threading.Timer(0.1, leave).start()
+        with pool.read() as conn:  # waits for the other thread's reader
+            assert conn.execute("select 1").fetchone() == (1,)
 
 
 # -- the same misuse, the same exception, sync and asyncio ------------------------------------------
@@ -193,26 +181,6 @@ MISUSES: dict[str, tuple[Callable[[sqlitefair.Pool], None], Callable[[AsyncPool]
 }
 
 
-def _hold_the_writer(pool: sqlitefair.Pool) -> Callable[[], None]:
-    """Keep the writer checked out by another thread until the returned function is called."""
-    held, done = threading.Event(), threading.Event()
-
-    def holder() -> None:
-        with pool.transaction():
-            held.set()
-            done.wait(30)
-
-    thread = threading.Thread(target=holder)
-    thread.start()
-    assert held.wait(10)
-
-    def release() -> None:
-        done.set()
-        thread.join(10)
-
-    return release
-
-
 def _raised(run: Callable[[], Any]) -> BaseException:
     try:
         run()
@@ -228,15 +196,15 @@ def test_sync_and_asyncio_raise_the_same_exception(misuse: str, db_path: Path, b
     for flavour in ("sync", "aio"):
         pool = sqlitefair.connect(db_path, readers=2, timeout=3, backend=backend)
         apool = AsyncPool(pool)
-        release = _hold_the_writer(pool) if misuse == "a wait past the timeout" else (lambda: None)
+        holder = held_by_another_thread(pool.transaction()) if misuse == "a wait past the timeout" else nullcontext()
         start = time.monotonic()
         try:
-            if flavour == "sync":
-                errors.append(_raised(lambda: sync_misuse(pool)))
-            else:
-                errors.append(_raised(lambda: asyncio.run(aio_misuse(apool))))
+            with holder:
+                if flavour == "sync":
+                    errors.append(_raised(lambda: sync_misuse(pool)))
+                else:
+                    errors.append(_raised(lambda: asyncio.run(aio_misuse(apool))))
         finally:
-            release()
             asyncio.run(apool.close())
         assert time.monotonic() - start < 2.5, f"{flavour}: {misuse} waited for the timeout instead of raising at once"
     sync_error, aio_error = errors
