@@ -43,6 +43,7 @@ __all__ = ("Pool", "connect")
 
 log = logging.getLogger("sqlitefair")
 
+
 class _Unset:
     """A default that stands for something decided later; its repr says what (``help()``, the docs)."""
 
