@@ -9,7 +9,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, ContextManager, Iterator
 
 import pytest
 
@@ -74,6 +74,34 @@ class Worker(threading.Thread):
         if self.error is not None:
             raise self.error
         return self.result
+
+
+@contextlib.contextmanager
+def held_by_another_thread(block: ContextManager[Any]) -> Iterator[tuple[Any, Callable[[], None]]]:
+    """Enter ``block`` (``pool.read()``, ``pool.transaction()``) in a new thread and stay inside it.
+
+    Yields what the block returned and a function that makes the thread leave the block; it
+    leaves at the end of the ``with`` anyway, and is joined.
+    """
+    entered, leave = threading.Event(), threading.Event()
+    returned: list[Any] = []
+
+    def hold() -> None:
+        with block as value:
+            returned.append(value)
+            entered.set()
+            leave.wait(JOIN_TIMEOUT)
+
+    thread = Worker(hold, name="holder")
+    thread.start()
+    try:
+        if not entered.wait(JOIN_TIMEOUT):
+            thread.finish(0)  # raises what the thread raised
+            raise AssertionError("the other thread did not enter the block")
+        yield returned[0], leave.set
+    finally:
+        leave.set()
+        thread.finish()
 
 
 @contextlib.contextmanager

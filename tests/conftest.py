@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import sysconfig
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -125,7 +127,14 @@ def pool(make_pool: Callable[..., sqlitefair.Pool]) -> sqlitefair.Pool:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """On a free-threaded build, fail the run if anything turned the GIL back on."""
+    """Fail the run if a test left a pool unclosed, or (free-threaded build) anything turned the GIL back on."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        gc.collect()  # an unclosed pool still in memory warns now (one collected earlier failed its test)
+    unclosed = [str(w.message) for w in caught if "unclosed sqlitefair pool" in str(w.message)]
+    if unclosed:
+        print(f"\nERROR: the tests left {len(unclosed)} pool(s) unclosed:", *unclosed, sep="\n  ", file=sys.stderr)
+        session.exitstatus = 1
     if FREE_THREADED_BUILD and sys._is_gil_enabled():  # type: ignore[attr-defined]
         print("\nERROR: the GIL was re-enabled during the test run on a free-threaded build", file=sys.stderr)
         session.exitstatus = 1

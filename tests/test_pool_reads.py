@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from _helpers import Worker, wait_until
+from _helpers import Worker, held_by_another_thread, wait_until
 
 import sqlitefair
 
@@ -50,12 +50,12 @@ def test_read_inside_transaction_gets_the_writer_and_sees_its_own_writes(pool: s
 
 
 def test_readers_are_reused_and_limited(pool: sqlitefair.Pool) -> None:
-    with pool.read() as a:
-        with pool.read() as b:
-            assert a is not b
-            with pytest.raises(sqlitefair.PoolTimeout) as info:
-                with pool.read(timeout=0.05):
-                    pass
+    # Another thread's reader: a read nested in all of this thread's own raises NestingError instead.
+    with held_by_another_thread(pool.read()) as (b, _), pool.read() as a:
+        assert a is not b
+        with pytest.raises(sqlitefair.PoolTimeout) as info:
+            with pool.read(timeout=0.05):
+                pass
     err = info.value
     assert err.waiting_for == "reader"
     assert "2 reader connections" in str(err) and "all 2 are checked out" in str(err)

@@ -117,10 +117,14 @@ class PoolMachine(RuleBasedStateMachine):
     def begin_read(self, actor: int) -> None:
         a = self.actors[actor]
         ctx = self.pool.read(timeout=0)
+        own = sum(not borrowed for _, borrowed in a.reads)  # readers this actor holds itself
         try:
             conn = a.run(ctx.__enter__)
+        except sqlitefair.NestingError:  # it would wait for itself
+            assert own == READERS and self.writer != actor
+            return
         except sqlitefair.PoolTimeout:
-            assert self.readers_out == READERS and self.writer != actor
+            assert self.readers_out == READERS and own < READERS and self.writer != actor
             return
         borrowed = self.writer == actor
         if borrowed:

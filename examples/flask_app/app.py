@@ -1,6 +1,6 @@
 """A small Flask API on SQLite: plain stdlib sqlite3 or sqlitefair, chosen by an environment variable.
 
-    pip install 'sqlitefair[web]'
+    pip install -e '.[web]'     # in the repository's folder
     EXAMPLE_DB=app.db EXAMPLE_DB_MODE=sqlitefair \\
         gunicorn --chdir examples/flask_app -w 2 -k gthread --threads 8 -b 127.0.0.1:8000 app:app
 
@@ -167,7 +167,8 @@ def create_item() -> Any:
     with writing() as conn:
         (value,) = conn.execute("SELECT value FROM counters WHERE name = 'items'").fetchone()
         seq = value + 1
-        item_id = conn.execute("INSERT INTO items (name, seq) VALUES (?, ?)", (name, seq)).lastrowid
+        # RETURNING rather than cursor.lastrowid, which apsw's cursors do not have.
+        (item_id,) = conn.execute("INSERT INTO items (name, seq) VALUES (?, ?) RETURNING id", (name, seq)).fetchone()
         conn.execute("UPDATE counters SET value = ? WHERE name = 'items'", (seq,))
     return jsonify(id=item_id, seq=seq), 201
 

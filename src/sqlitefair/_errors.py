@@ -82,9 +82,11 @@ class TransactionControlError(SqlitefairError, sqlite3.ProgrammingError):
 
 
 class NestingError(SqlitefairError, sqlite3.ProgrammingError):
-    """Blocks of one transaction were nested out of last-in-first-out order (two asyncio tasks
-    inside one ``async with apool.transaction()``, interleaved generators), so their savepoints
-    would interleave.  Refused; nothing of the refused block ran."""
+    """Blocks were nested in a way that cannot work: blocks of one transaction out of
+    last-in-first-out order (two asyncio tasks inside one ``async with apool.transaction()``,
+    interleaved generators), so their savepoints would interleave; or more ``read()`` blocks
+    nested in one thread (or asyncio task) than the pool has readers, so the innermost would
+    wait for its own caller.  Refused; nothing of the refused block ran."""
 
 
 class ConfigurationError(SqlitefairError, ValueError):
@@ -140,6 +142,17 @@ def queue_timeout_error(backend: Any, name: str, what: str, waited: float, timeo
         held_for=None if oldest is None else now - oldest.since,
     )
     return error
+
+
+def reads_nested_error(name: str, readers: int, caller: str = "thread") -> NestingError:
+    """The error for a ``read()`` nested in as many open ``read()`` blocks of the same caller as
+    the pool has readers: it could only wait for its own caller, until the timeout."""
+    return NestingError(
+        f"pool.read() was nested in {readers} open read() block(s) of the same {caller} on {name!r}, "
+        f"which has readers={readers}: every reader connection is checked out by this {caller}, so "
+        "waiting for one would wait for itself until the timeout. Nothing was run. Use the enclosing "
+        "block's connection, or pass a larger readers= to connect()."
+    )
 
 
 def busy_timeout_error(

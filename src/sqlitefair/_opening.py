@@ -13,6 +13,7 @@ import os
 import re
 import threading
 import time
+import urllib.parse
 from threading import get_ident
 from typing import Any, Callable, Mapping
 
@@ -107,13 +108,38 @@ def database_target(path: object) -> tuple[str, bool, str]:
             "sqlite3.connect(':memory:') where one connection is enough."
         )
     if text.startswith("file:"):
+        refuse_read_only_uri(text)
         return text, True, text
     return text, False, os.path.abspath(text)
+
+
+def refuse_read_only_uri(uri: str) -> None:
+    """A ``mode=ro`` or ``immutable=1`` URI opens fine and fails at the first write: refuse it here."""
+    query = uri.partition("?")[2].partition("#")[0]
+    params = dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
+    if params.get("mode") == "ro":
+        what = "mode=ro"
+    elif params.get("immutable", "").lower() in ("1", "yes", "true", "on"):
+        what = "immutable=" + params["immutable"]
+    else:
+        return
+    raise ConfigurationError(
+        f"{uri!r} opens the database read-only ({what}), but a pool writes: it has a writer connection, "
+        "keeps the file in WAL mode and checkpoints it, so it would fail at the first write. Drop "
+        f"{what} from the URI: reads through pool.read() are read-only anyway (PRAGMA query_only). To "
+        "read a file that must not be written (read-only media, another program's database), use "
+        f"sqlite3.connect({uri!r}, uri=True) without a pool."
+    )
 
 
 def explain_open_error(exc: BaseException, name: str, role: str) -> str:
     """A message saying why ``name`` could not be opened, and what to do."""
     text = str(exc)
+    if os.path.isdir(name):
+        return (
+            f"cannot open {name!r} for the {role} connection: it is a directory, not a database file. "
+            f"Pass the path of the database file, e.g. {os.path.join(name, 'app.db')!r} ({text})."
+        )
     if "not a database" in text:
         return (
             f"{name!r} is not an SQLite database (or it is encrypted or its header is corrupt): {text}. "

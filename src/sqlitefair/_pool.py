@@ -43,7 +43,21 @@ __all__ = ("Pool", "connect")
 
 log = logging.getLogger("sqlitefair")
 
-_UNSET: Any = object()
+
+class _Unset:
+    """A default that stands for something decided later; its repr says what (``help()``, the docs)."""
+
+    __slots__ = ("_text",)
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+
+    def __repr__(self) -> str:
+        return self._text
+
+
+#: The default of every ``timeout=`` that means "the pool's own timeout".
+_UNSET: Any = _Unset("<the pool's timeout>")
 
 
 class _ProcessState:
@@ -80,6 +94,16 @@ def _after_fork_in_child() -> None:
     _registry_lock = threading.Lock()
     for pool in list(_live_pools):
         pool._reset_after_fork()
+
+
+def _warn_unclosed(name: str, pid: int) -> None:
+    """A pool was garbage-collected without ``close()`` (in the process that made it: a fork child's copy is not its to close)."""
+    if os.getpid() == pid:
+        warnings.warn(
+            f"unclosed sqlitefair pool for {name!r}: call close() (await close() for sqlitefair.aio) or use it "
+            "in a with block; its connections are closed only as they are garbage-collected",
+            ResourceWarning,
+        )
 
 
 def _keep_forever(conn: Connection) -> None:
@@ -162,31 +186,40 @@ class Pool:
         self._files = FileWatch(None if self._uri else self._target, self._name)
         with _registry_lock:
             _live_pools.add(self)
+        # Like an unclosed sqlite3.Connection: a ResourceWarning if the pool is collected open.
+        self._unclosed = weakref.finalize(self, _warn_unclosed, self._name, self._created_pid)
+        self._unclosed.atexit = False  # interpreter exit is not a leak
 
     # -- public API ---------------------------------------------------------
 
     @property
     def path(self) -> str:
+        """The database file's absolute path (or the URI as given), as messages name it."""
         return self._name
 
     @property
     def readers(self) -> int:
+        """How many read-only connections the pool has (``readers=`` of :func:`connect`)."""
         return self._readers
 
     @property
     def timeout(self) -> float | None:
+        """Seconds a checkout may wait in total by default; ``None``: no limit."""
         return self._timeout
 
     @property
     def backend(self) -> Backend:
+        """The binding the connections use (:class:`Backend`; its ``name`` is ``"sqlite3"`` or ``"apsw"``)."""
         return self._backend
 
     @property
     def busy_policy(self) -> BusyPolicy:
+        """How the writer waits for other processes' locks (:class:`BusyPolicy`)."""
         return self._policy
 
     @property
     def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
         return self._closed
 
     def transaction(self, *, timeout: float | None = _UNSET, cancel: CancelScope | None = None) -> Transaction:
@@ -268,6 +301,7 @@ class Pool:
             if self._closed:
                 return
             self._closed = True
+        self._unclosed.detach()
         with _registry_lock:
             _live_pools.discard(self)
         start = time.monotonic()
@@ -464,7 +498,8 @@ def connect(
       :class:`PoolTimeout`, which is also a ``sqlite3.OperationalError``.
     * ``pragmas``: overrides of :data:`sqlitefair.DEFAULT_PRAGMAS`; ``None`` drops one.
     * ``busy_policy``: how to wait for other processes (default :class:`FairRetry`).
-    * ``backend``: ``"sqlite3"`` (the standard library).
+    * ``backend``: ``"sqlite3"`` (the standard library's module, the default) or ``"apsw"``
+      (needs apsw; bundles a current SQLite; see the backends guide for how they differ).
     * ``on_connect(conn, role)``: called for every new connection, e.g. to
       register functions or a trace callback.
     * ``wal_limit``: bytes of WAL after which the writer pauses this pool's

@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from ._backends import Connection
-from ._errors import SqlitefairError, queue_timeout_error
+from ._errors import SqlitefairError, queue_timeout_error, reads_nested_error
 from ._interrupts import protected
 from ._slots import FairSlots, Slot
 from ._waitqueue import CancelScope, LockTimeout
@@ -43,7 +43,14 @@ class ReaderSet:
         self._state = state
 
     def acquire(self, timeout: float | None, cancel: CancelScope | None, owner: object) -> Slot:
-        """A reader slot in FIFO order, or :class:`PoolTimeout`."""
+        """A reader slot in FIFO order, or :class:`PoolTimeout`; :class:`NestingError` at once if
+        this thread holds every slot already (a ``read()`` nested in all of them)."""
+        me = get_ident()
+        for slot in self.slots._slots:  # usually one look: the first slot is free or someone else's
+            if slot.holder != me or not slot.lock.locked():
+                break
+        else:
+            raise reads_nested_error(self._pool._name, self.slots.capacity)
         try:
             return self.slots.acquire(timeout, cancel=cancel, owner=owner)
         except LockTimeout as exc:

@@ -63,9 +63,9 @@ import time
 from types import TracebackType
 from typing import Any, Callable, Concatenate, Iterable, Mapping, ParamSpec, Sequence, TypeVar
 
-from ._errors import NestingError, PoolClosed, SqlitefairError
+from ._errors import ConfigurationError, NestingError, NotCheckedOut, PoolClosed, SqlitefairError, reads_nested_error
 from ._fairlock import CancelScope
-from ._pool import Pool
+from ._pool import _UNSET, Pool
 from ._pool import connect as _connect_pool
 from ._stats import PoolStats
 
@@ -78,7 +78,6 @@ P = ParamSpec("P")
 #: Parameters of one statement: a sequence for ``?`` placeholders, a mapping for ``:name``.
 Parameters = Sequence[Any] | Mapping[str, Any]
 
-_UNSET: Any = object()
 #: Idle worker threads an :class:`AsyncPool` keeps for reuse by default.
 IDLE_THREADS = 16
 
@@ -99,7 +98,7 @@ class AsyncPool:
         if not isinstance(pool, Pool):
             raise TypeError(f"AsyncPool wraps a sqlitefair.Pool, got {pool!r}")
         if isinstance(idle_threads, bool) or not isinstance(idle_threads, int) or idle_threads < 0:
-            raise ValueError(f"idle_threads must be an int >= 0, got {idle_threads!r}")
+            raise ConfigurationError(f"idle_threads must be an int >= 0, got {idle_threads!r}")
         self._pool = pool
         self._idle_threads = idle_threads
         self._lock = threading.Lock()  # guards everything below
@@ -118,6 +117,7 @@ class AsyncPool:
 
     @property
     def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
         return self._closed
 
     @property
@@ -163,7 +163,16 @@ class AsyncPool:
         return self._pool.stats()
 
     async def close(self, *, timeout: float | None = _UNSET) -> None:
-        """Close the pool (in a thread: it waits for checked-out connections) and stop idle workers."""
+        """Close the pool (in a thread: it waits for checked-out connections) and stop idle workers.
+
+        Called inside a transaction or read of this pool in the same task, it raises
+        :class:`sqlitefair.SqlitefairError` at once, as the synchronous pool does: it would wait
+        for itself.
+        """
+        task = asyncio.current_task()
+        for kind, blocks in (("transaction", _open_transactions), ("read", _open_reads)):
+            if any(c._apool is self and c._open and c._task is task for c in blocks.get()):
+                raise SqlitefairError(f"close() called inside apool.{kind}() in the same task would wait for itself")
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
@@ -332,6 +341,8 @@ def _close_cursor(cursor: Any) -> None:
 _open_transactions: contextvars.ContextVar[tuple[_Checkout, ...]] = contextvars.ContextVar(
     "sqlitefair_aio_open_transactions", default=()
 )
+#: The async reads open in the current task that hold a reader (not a transaction's connection).
+_open_reads: contextvars.ContextVar[tuple[_Checkout, ...]] = contextvars.ContextVar("sqlitefair_aio_open_reads", default=())
 
 
 class _Checkout:
@@ -407,6 +418,8 @@ class _Checkout:
             raise
         if self._kind == "transaction":
             self._token = _open_transactions.set(_open_transactions.get() + (self,))
+        elif self._parent is None:  # a reader of its own
+            self._token = _open_reads.set(_open_reads.get() + (self,))
         return AsyncConnection(self)
 
     def _start(self) -> _Worker:
@@ -430,6 +443,11 @@ class _Checkout:
                 parent._child = self
             self._parent, self._worker = parent, parent._worker
         else:
+            if self._kind == "read":  # as many reads open in this task as there are readers: it would wait for itself
+                pool = apool._pool
+                mine = sum(1 for c in _open_reads.get() if c._apool is apool and c._open and c._task is self._task)
+                if mine >= pool.readers:
+                    raise reads_nested_error(pool.path, pool.readers, "asyncio task")
             self._worker, self._prev = apool._take_worker(self)
         assert self._worker is not None
         return self._worker
@@ -472,10 +490,11 @@ class _Checkout:
     ) -> None:
         if self._token is not None:
             token, self._token = self._token, None
+            blocks = _open_transactions if self._kind == "transaction" else _open_reads
             try:
-                _open_transactions.reset(token)
+                blocks.reset(token)
             except ValueError:  # exited in another context than entered: drop just this one
-                _open_transactions.set(tuple(c for c in _open_transactions.get() if c is not self))
+                blocks.set(tuple(c for c in blocks.get() if c is not self))
         with self._lock:
             self._open = False
         worker = self._worker
@@ -509,9 +528,10 @@ class _Checkout:
             )
 
         def job() -> T:
-            if not self._open:
-                raise SqlitefairError(
-                    f"this connection's async with {self._kind}() block has ended; use it only inside the block"
+            if not self._open:  # what the synchronous pool's connections raise after their block
+                raise NotCheckedOut(
+                    f"this connection's async with {self._kind}() block has ended; use it only inside the block. "
+                    "Nothing was run."
                 )
             return fn(self._conn)
 

@@ -50,6 +50,7 @@ import sqlite_utils.db
 
 import sqlitefair
 from sqlitefair import ConfigurationError, SqlitefairError, _defaults
+from sqlitefair._pool import _UNSET, _Unset
 
 __all__ = (
     "connect",
@@ -67,7 +68,7 @@ __all__ = (
 #: The oldest sqlite-utils this integration accepts (see the module docstring for why).
 MIN_SQLITE_UTILS: tuple[int, int, int] = (4, 1, 1)
 
-_UNSET: Any = object()
+_INSTALLED: Any = _Unset("<the installed version>")
 _get_ident = threading.get_ident
 
 # sqlite_utils.db.TransactionError exists from 4.0 on; on older versions connect() refuses anyway.
@@ -112,9 +113,9 @@ def _parse_version(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in match.groups() if part is not None)
 
 
-def check_sqlite_utils_version(version: str | None = _UNSET) -> None:
+def check_sqlite_utils_version(version: str | None = _INSTALLED) -> None:
     """Raise :class:`UnsupportedSqliteUtils` unless sqlite-utils ``version`` (default: the installed one) is supported."""
-    if version is _UNSET:
+    if version is _INSTALLED:
         try:
             version = metadata.version("sqlite-utils")
         except metadata.PackageNotFoundError:  # vendored or run from a checkout: judge by features
@@ -218,6 +219,7 @@ class PooledDatabase(sqlite_utils.Database):
     # The connection is reachable only by the thread that has this Database checked out.
     @property
     def conn(self) -> sqlite3.Connection:
+        """The pooled ``sqlite3.Connection``; :class:`NotCheckedOut` outside the block or from another thread."""
         if self._sf_owner != _get_ident():
             raise self._sf_not_checked_out()
         return self._sf_conn  # type: ignore[return-value]
@@ -279,6 +281,7 @@ class PooledDatabase(sqlite_utils.Database):
     # -- transaction control: the write() block owns the transaction ---------
 
     def begin(self) -> None:
+        """Refused inside a ``write()`` block (:class:`TransactionControlError`): the block already is a transaction."""
         if self._sf_guard:
             raise TransactionControlError(
                 "db.begin() inside `with dbpool.write()`: the block already is a transaction "
@@ -288,6 +291,7 @@ class PooledDatabase(sqlite_utils.Database):
         super().begin()
 
     def commit(self) -> None:
+        """Refused inside a ``write()`` block (:class:`TransactionControlError`): the block commits when it ends."""
         if self._sf_guard:
             raise TransactionControlError(
                 "db.commit() inside `with dbpool.write()`: the block commits when it ends without "
@@ -296,6 +300,7 @@ class PooledDatabase(sqlite_utils.Database):
         super().commit()
 
     def rollback(self) -> None:
+        """Refused inside a ``write()`` block (:class:`TransactionControlError`): raise out of the block instead."""
         if self._sf_guard:
             raise TransactionControlError(
                 "db.rollback() inside `with dbpool.write()`: raise an exception out of the block to "
@@ -304,17 +309,21 @@ class PooledDatabase(sqlite_utils.Database):
         super().rollback()
 
     def close(self) -> None:
+        """Refused (:class:`PooledDatabaseError`): the connection is the pool's; close the pool instead."""
         raise PooledDatabaseError(
             f"this Database's connection belongs to the pool of {self._sf_name!r}: leave the `with` "
             "block to return it, and call dbpool.close() to close the pool."
         )
 
     def atomic(self) -> Any:
+        """sqlite-utils' ``atomic()``: inside a ``write()`` block, a savepoint that can roll back on its own."""
         if self._sf_guard:
             self._sf_require_transaction("db.atomic() inside `with dbpool.write()`")
         return super().atomic()
 
     def execute(self, sql: str, parameters: Any = None) -> sqlite3.Cursor:
+        """Run SQL, as sqlite-utils does; inside a ``write()`` block ``BEGIN``, ``COMMIT``, ``END`` and
+        ``ROLLBACK`` are refused (:class:`TransactionControlError`), savepoints are fine."""
         if self._sf_guard:
             verb = _ends_or_starts_transaction(sql)
             if verb is not None:
@@ -328,11 +337,13 @@ class PooledDatabase(sqlite_utils.Database):
         return super().execute(sql, parameters)
 
     def executescript(self, sql: str) -> sqlite3.Cursor:
+        """Run a script, as sqlite-utils does; inside a ``write()`` block it runs inside the transaction."""
         if self._sf_guard:
             self._sf_require_transaction("db.executescript() inside `with dbpool.write()`")
         return super().executescript(sql)
 
     def query(self, sql: str, params: Any = None) -> Any:
+        """Rows as dicts, as sqlite-utils' ``query()``."""
         if self._sf_guard:
             self._sf_require_transaction("db.query() inside `with dbpool.write()`")
         return super().query(sql, params)
@@ -434,6 +445,7 @@ class DatabasePool:
 
     @property
     def path(self) -> str:
+        """The database file's absolute path (:attr:`sqlitefair.Pool.path`)."""
         return self.pool.path
 
     def write(self, *, timeout: float | None = _UNSET) -> _Checkout:
@@ -468,6 +480,7 @@ class DatabasePool:
 
     @property
     def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
         return self.pool.closed
 
     def __enter__(self) -> DatabasePool:
