@@ -297,7 +297,7 @@ def test_stats_count_waits_and_describe_the_environment(pool: sqlitefair.Pool) -
 def test_public_surface_is_pinned() -> None:
     assert set(sqlitefair.__all__) == {
         "connect", "Pool", "PoolStats", "WaitStats", "BusyPolicy", "FairRetry", "ConstantRetry",
-        "SQLiteBusyTimeout", "Backend", "FairLock", "FairSemaphore", "Permit", "LockStatistics",
+        "SQLiteBusyTimeout", "Backend", "FairLock", "FairSemaphore", "Permit", "LockStatistics", "GroupCommitError",
         "LockTimeout", "WouldBlock", "CancelScope", "WaitCancelled", "SqlitefairError", "PoolTimeout", "PoolClosed", "NotCheckedOut", "TransactionControlError", "NestingError",
         "ConfigurationError", "OpenError", "FreeThreadingWarning", "WalResetBugWarning", "DEFAULT_PRAGMAS",
         "gil_enabled", "has_wal_reset_bug", "__version__",

@@ -21,6 +21,7 @@ from ._busy import BusyPolicy, ConstantRetry, FairRetry, SQLiteBusyTimeout
 from ._errors import (
     ConfigurationError,
     FreeThreadingWarning,
+    GroupCommitError,
     NestingError,
     NotCheckedOut,
     OpenError,
@@ -72,6 +73,7 @@ __all__ = (
     "NotCheckedOut",
     "TransactionControlError",
     "NestingError",
+    "GroupCommitError",
     "ConfigurationError",
     "OpenError",
     "FreeThreadingWarning",

@@ -89,6 +89,11 @@ class NestingError(SqlitefairError, sqlite3.ProgrammingError):
     wait for its own caller.  Refused; nothing of the refused block ran."""
 
 
+class GroupCommitError(SqlitefairError):
+    """The group commit that contained a ``Pool.write()`` call failed: nothing of the call was
+    committed.  The failure itself is the ``__cause__``."""
+
+
 class ConfigurationError(SqlitefairError, ValueError):
     """An argument to :func:`sqlitefair.connect` (or a pragma) is invalid."""
 

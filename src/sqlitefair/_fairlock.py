@@ -34,6 +34,7 @@ import threading
 from _thread import get_ident
 from dataclasses import dataclass, field
 from time import monotonic
+from typing import Any, Callable
 
 from ._interrupts import protected
 from ._waitqueue import CancelScope, LockTimeout, WaitCancelled, Waiter, WaitQueue
@@ -240,6 +241,10 @@ class FairLock:
         self._baton = _thread.allocate_lock()
         self._holder: Permit | None = None
         self._queue = WaitQueue(self._mutex)
+        # A holder may lend the lock to one permit of its own (lend()): that permit's acquire takes
+        # it at once, and its release gives it back to the lender instead of handing it on.
+        self._lender: Permit | None = None
+        self._borrower: Permit | None = None
 
     @property
     def capacity(self) -> int:
@@ -293,6 +298,11 @@ class FairLock:
         with self._mutex:
             if self._baton.acquire(False):  # released meanwhile (and nobody queued: it is under the mutex)
                 return self._take(permit, monotonic())
+            if permit is not None and permit is self._borrower and self._holder is self._lender:
+                self._holder = permit  # lent by its holder: the baton stays locked, it changes hands
+                permit.thread_ident = get_ident()
+                permit.since = monotonic() if now is None else now
+                return permit
             waiter = self._queue.join_locked(cancel)
             waiter.permit = permit
         granted: Permit = self._queue.wait(
@@ -316,6 +326,11 @@ class FairLock:
         with self._mutex:
             if self._holder is not permit or permit is None:
                 raise RuntimeError("release() of a permit that is not held")
+            if permit is self._borrower:  # lent: back to the lender, who holds it on
+                self._holder = self._lender
+                return
+            if self._lender is not None:  # the lender lets go: its loan ends with it
+                self._lender = self._borrower = None
             if self._queue.count and self._queue.hand_over_locked(self._grant_locked):
                 return  # the baton stays locked: it went with the lock to the oldest waiter
             self._holder = None  # self._release_locked(), inlined: this runs on every transaction
@@ -327,8 +342,44 @@ class FairLock:
         with self._mutex:
             if self._holder is not permit or permit is None:
                 return False
+            if permit is self._borrower:  # lent: back to the lender
+                self._holder = self._lender
+                return True
             self._release_locked()
             return True
+
+    @protected
+    def _lend(self, holder: Permit, borrower: Permit) -> None:
+        """Let ``borrower`` (a permit of the holder's own, e.g. a transaction it opens) take the lock
+        while ``holder`` holds it: its acquire succeeds at once and its release returns the lock to
+        ``holder``.  One loan at a time; :meth:`_end_loan` ends it."""
+        with self._mutex:
+            if self._holder is not holder or holder is None:
+                raise RuntimeError("lend() by a permit that does not hold the lock")
+            self._lender, self._borrower = holder, borrower
+
+    @protected
+    def _end_loan(self, holder: Permit) -> None:
+        """End the loan of ``holder``; if the borrower still holds the lock, it is ``holder``'s again."""
+        with self._mutex:
+            if self._lender is not holder:
+                return
+            if self._holder is self._borrower:
+                self._holder = holder
+            self._lender = self._borrower = None
+
+    @protected
+    def _claim_next(self, holder: Permit, wanted: Callable[[Waiter], bool]) -> Waiter | None:
+        """The holder takes the oldest waiter out of the queue if ``wanted(waiter)``, to do its work
+        (flat combining); wake it with ``_complete(waiter, grant)`` when done."""
+        with self._mutex:
+            if self._holder is not holder or holder is None:
+                raise RuntimeError("claim_next() by a permit that does not hold the lock")
+            return self._queue.claim_head_locked(wanted)
+
+    def _complete(self, waiter: Waiter, grant: Any) -> None:
+        """Wake a waiter taken by :meth:`_claim_next`: its wait returns ``grant``."""
+        self._queue.complete(waiter, grant)
 
     def _release_locked(self) -> None:
         if self._queue.count and self._queue.hand_over_locked(self._grant_locked):

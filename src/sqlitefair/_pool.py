@@ -22,9 +22,9 @@ import threading
 import time
 import warnings
 import weakref
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
-from . import _defaults, _interrupts
+from . import _combining, _defaults, _interrupts
 from ._backends import Backend, Connection, apsw_sqlite_version, get_backend, gil_enabled, has_wal_reset_bug
 from ._busy import BusyPolicy, FairRetry
 from ._errors import ConfigurationError, PoolClosed, SqlitefairError, WalResetBugWarning
@@ -58,6 +58,7 @@ class _Unset:
 
 #: The default of every ``timeout=`` that means "the pool's own timeout".
 _UNSET: Any = _Unset("<the pool's timeout>")
+T = TypeVar("T")
 
 
 class _ProcessState:
@@ -139,8 +140,12 @@ class Pool:
         backend: str | Backend = "sqlite3",
         on_connect: OnConnect | None = None,
         wal_limit: int | None = _defaults.WAL_LIMIT,
+        group_commit: bool = False,
     ) -> None:
         self._target, self._uri, self._name = database_target(path)
+        if not isinstance(group_commit, bool):
+            raise ConfigurationError(f"group_commit must be True or False, got {group_commit!r}")
+        self._group_commit = group_commit
         if wal_limit is not None and (isinstance(wal_limit, bool) or not isinstance(wal_limit, int) or wal_limit < 0):
             raise ConfigurationError(f"wal_limit must be an int >= 0 (bytes) or None, got {wal_limit!r}")
         if isinstance(readers, bool) or not isinstance(readers, int) or readers < 1:
@@ -246,6 +251,35 @@ class Pool:
         context, this returns the transaction's connection.
         """
         return Read(self, self._timeout if timeout is _UNSET else check_timeout(timeout), cancel)
+
+    def write(self, fn: Callable[..., T], /, *args: Any, timeout: float | None = _UNSET, **kwargs: Any) -> T:
+        """Call ``fn(conn, *args, **kwargs)`` in a write transaction and return its result.
+
+        Calls are served in FIFO order of arrival, together with
+        :meth:`transaction` blocks.  Unlike a ``with`` block, a call can be
+        run by another thread: the thread that holds the writer runs the
+        ``write()`` calls queued behind it too (*flat combining*), so the
+        writer does not sit idle while each next caller wakes up.  With
+        ``connect(..., group_commit=True)`` consecutive calls also share one
+        ``BEGIN IMMEDIATE ... COMMIT``, each in a savepoint of its own.
+
+        * ``fn`` may run on another thread; it must not keep ``conn`` (or a
+          cursor) past its return, and may not control the transaction
+          (``commit()``, ``COMMIT``, ... raise :class:`TransactionControlError`,
+          as in a block).  Nested ``transaction()``/``read()``/``write()`` inside
+          ``fn`` work as in a block.
+        * If ``fn`` raises, its work is rolled back (only its own, in a group)
+          and the exception is raised here.  A failed group ``COMMIT`` raises
+          :class:`GroupCommitError` in every call of the group.
+        * It returns only after the ``COMMIT`` that contains the call.
+        * ``timeout`` bounds the wait in the queue (default: the pool's); once
+          taken up, a call runs to its end.  A ``KeyboardInterrupt`` while the
+          call waits takes it out of the queue; once another thread runs it,
+          the interrupt is raised here at once and the call still completes.
+        * Inside a transaction of this context, ``fn`` runs here, in a savepoint.
+        """
+        timeout = self._timeout if timeout is _UNSET else check_timeout(timeout)
+        return _combining.write(self, fn, args, kwargs, timeout)  # type: ignore[no-any-return]
 
     def queued_or_holding(self, kind: str, thread_ident: int) -> bool:
         """Whether thread ``thread_ident`` is queued for, or holds, the writer (``kind="transaction"``)
@@ -489,6 +523,7 @@ def connect(
     backend: str | Backend = "sqlite3",
     on_connect: OnConnect | None = None,
     wal_limit: int | None = _defaults.WAL_LIMIT,
+    group_commit: bool = False,
 ) -> Pool:
     """Open a fair pool for the SQLite database at ``path`` (created if missing).
 
@@ -504,6 +539,8 @@ def connect(
       register functions or a trace callback.
     * ``wal_limit``: bytes of WAL after which the writer pauses this pool's
       readers for a moment and checkpoints (``None``: never; see the guide).
+    * ``group_commit``: :meth:`Pool.write` calls queued one after the other
+      share one transaction, each in a savepoint (see :meth:`Pool.write`).
 
     The file is opened once here so that mistakes fail early, then closed:
     connections are opened lazily, so a pool made before ``os.fork()`` hands
@@ -518,4 +555,5 @@ def connect(
         backend=backend,
         on_connect=on_connect,
         wal_limit=wal_limit,
+        group_commit=group_commit,
     )

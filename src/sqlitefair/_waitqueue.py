@@ -50,7 +50,7 @@ class LockTimeout(Exception):
 class Waiter:
     """One parked thread: what it was granted, who it is, since when."""
 
-    __slots__ = ("parker", "grant", "ident", "name", "since", "cancelled", "permit")
+    __slots__ = ("parker", "grant", "ident", "name", "since", "cancelled", "permit", "claimed")
 
     def __init__(self) -> None:
         self.parker = _thread.allocate_lock()
@@ -58,6 +58,9 @@ class Waiter:
         self.grant: Any = None  # a Permit (writer) or a Slot (readers), written by the granting thread
         self.cancelled = False
         self.permit: Any = None  # the object the waiter wants recorded as holder (FairLock), if any
+        #: Taken out of the queue by the holder, who does the waiter's work for it (combining):
+        #: no timeout applies any more, and its grant comes when the work is done.
+        self.claimed = False
         thread = threading.current_thread()
         self.ident = thread.ident or 0
         self.name = thread.name
@@ -161,6 +164,26 @@ class WaitQueue:
         waiter.parker.release()
         return True
 
+    def claim_head_locked(self, wanted: Callable[[Waiter], bool]) -> Waiter | None:
+        """Take the oldest waiter out of the queue if ``wanted(waiter)``, to do its work for it.
+
+        The caller (the holder) later wakes it with :meth:`complete`."""
+        if not self._waiters:
+            return None
+        waiter = next(iter(self._waiters))
+        if not wanted(waiter):
+            return None
+        self._remove_locked(waiter)
+        waiter.claimed = True
+        return waiter
+
+    @protected
+    def complete(self, waiter: Waiter, grant: Any) -> None:
+        """Wake a claimed waiter: its work is done, ``grant`` is what its wait returns."""
+        with self._mutex:
+            waiter.grant = grant
+            waiter.parker.release()
+
     @protected
     def cancel(self, waiter: Waiter) -> None:
         """Take ``waiter`` out of the queue and wake it, unless it was granted already."""
@@ -195,6 +218,9 @@ class WaitQueue:
                 with self._mutex:
                     if waiter.grant is not None or waiter.cancelled:
                         break
+                    if waiter.claimed:  # its work is being done: no timeout any more
+                        deadline = None
+                        continue
                     if poll_locked is not None:
                         poll_locked()
                         if waiter.grant is not None:
@@ -210,8 +236,8 @@ class WaitQueue:
             with self._mutex:
                 grant = waiter.grant
                 if grant is None:
-                    self._remove_locked(waiter)
-            if grant is not None:
+                    self._remove_locked(waiter)  # (a claimed waiter is out already: its work still runs)
+            if grant is not None and not waiter.claimed:
                 give_back(grant)
             raise
         if waiter.grant is not None:

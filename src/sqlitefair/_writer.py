@@ -160,6 +160,10 @@ class Transaction(Permit):
         "_outer", "_token", "_entered", "_ended", "_doomed", "_task",
     )
 
+    #: Whether entering records a write wait in the pool's statistics (a combiner's transactions,
+    #: which run calls whose waits it recorded itself, do not).  A class attribute: slots hide none.
+    _records_wait = True
+
     def __init__(self, pool: Pool, timeout: float | None, cancel: CancelScope | None = None) -> None:
         self._pool = pool
         self._timeout = timeout
@@ -243,7 +247,7 @@ class Transaction(Permit):
                 now = monotonic()
                 pool._stats.write_served(now - start, retries, now - self.since)
                 pool._saw_other_writer()
-            else:  # the wait in the queue (none when the writer was free)
+            elif self._records_wait:  # the wait in the queue (none when the writer was free)
                 pool._stats.write_waited(self.since - start)
                 if state.pid != pool._created_pid:
                     pool._saw_other_writer()

@@ -1,0 +1,258 @@
+"""``pool.write(fn)``: FIFO-fair writes without a thread wake-up between two of them.
+
+With the context manager, every transaction ends by handing the writer to
+the next thread in the queue, which must wake up (50-90 us here) before the
+writer does anything again: on short transactions the writer is idle most of
+the time.  A *callable* can be run by whichever thread holds the writer, so:
+
+* **Flat combining.**  ``write(fn)`` queues in the writer's FIFO queue like a
+  transaction, carrying its call.  The thread that gets the writer (the
+  *combiner*) runs its own call, then takes the ``write()`` calls waiting at
+  the head of the queue and runs them too, in their order, each in a
+  transaction of its own, and wakes each caller with its result.  It stops at
+  the first waiter that is not a ``write()`` call (a ``transaction()``, a
+  ``close()``), which gets the writer handed over as usual: arrival order is
+  kept across both kinds.  A combiner serves for at most
+  ``COMBINE_SECONDS``, then hands the writer on (to a ``write()`` caller,
+  which combines in turn).
+* **Group commit** (``connect(..., group_commit=True)``).  The combiner runs
+  consecutive calls in one ``BEGIN IMMEDIATE ... COMMIT``, each in a
+  ``SAVEPOINT`` of its own (a nested ``transaction()``): a call that raises
+  rolls back only itself and gets its exception; a failed ``COMMIT`` fails
+  every call of the batch.  A batch holds at most ``GROUP_COMMIT_MAX_CALLS``
+  calls and takes new ones for at most ``GROUP_COMMIT_MAX_SECONDS``.  Every
+  call returns only after the ``COMMIT`` that contains it: durability is
+  that of a transaction of its own.
+
+The combiner holds the writer lock with its call as the permit and *lends*
+it to each transaction it opens (``FairLock._lend``), so those transactions
+are ordinary ones: the same checks, the same refusal of transaction
+control, the same statistics and interrupt protection.
+
+Ctrl-C reaches the main thread only, so the main thread runs its own call
+and no other: a ``KeyboardInterrupt`` can never land in somebody else's
+call.  A caller interrupted while its call waits in the queue leaves the
+queue and its call never runs; once a combiner has taken the call up, the
+caller gets its ``KeyboardInterrupt`` at once and the call still runs to its
+end (committed or rolled back as usual); nobody else's result is affected.
+"""
+
+from __future__ import annotations
+
+from time import monotonic
+from typing import TYPE_CHECKING, Any, Callable
+
+from . import _interrupts
+from ._errors import GroupCommitError, SqlitefairError
+from ._fairlock import FairLock, Permit
+from ._interrupts import interruptible, protected
+from ._waitqueue import LockTimeout, Waiter
+from ._writer import Transaction, enclosing_transaction
+
+if TYPE_CHECKING:
+    from ._pool import Pool
+
+__all__ = ("write", "COMBINE_SECONDS", "GROUP_COMMIT_MAX_CALLS", "GROUP_COMMIT_MAX_SECONDS")
+
+#: Seconds a combiner serves other callers' write() calls before it hands the writer on.
+COMBINE_SECONDS = 0.005
+#: Calls in one group commit, at most.
+GROUP_COMMIT_MAX_CALLS = 64
+#: Seconds a group commit takes new calls for, from its BEGIN.
+GROUP_COMMIT_MAX_SECONDS = 0.002
+
+
+class _Call(Permit):
+    """One ``write()`` call: what to run, and its outcome.  It is the caller's permit in the writer
+    queue (so the lock can grant it the writer, or a combiner can take it up)."""
+
+    __slots__ = ("fn", "args", "kwargs", "result", "error", "done", "arrived")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = False
+        self.arrived = monotonic()
+
+    def outcome(self) -> Any:
+        """Return the call's result, or raise its exception."""
+        error = self.error
+        if error is not None:
+            self.error = None  # no cycle through the traceback's frames
+            raise error
+        return self.result
+
+
+class _LentTransaction(Transaction):
+    """A transaction a combiner opens on the writer it holds (lent to it: no wait to record)."""
+
+    __slots__ = ()
+    _records_wait = False
+
+
+def _is_call(waiter: Waiter) -> bool:
+    return isinstance(waiter.permit, _Call)
+
+
+def write(pool: Pool, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None) -> Any:
+    """See :meth:`sqlitefair.Pool.write`."""
+    state = pool._state
+    if enclosing_transaction(state) is not None:  # nested in this context's transaction: a savepoint, here
+        with pool.transaction() as conn:
+            return fn(conn, *args, **kwargs)
+    if pool._closed:
+        raise pool._closed_error()
+    if state.fork_error is not None:
+        raise SqlitefairError(state.fork_error)
+    call = _Call(fn, args, kwargs)
+    _queue_and_run(pool, call, timeout)
+    return call.outcome()
+
+
+@protected
+def _queue_and_run(pool: Pool, call: _Call, timeout: float | None) -> None:
+    """Queue ``call`` for the writer; run it (and others) if granted the writer, else it was run."""
+    state = pool._state
+    lock = state.writer.lock
+    try:
+        lock.acquire(timeout, permit=call, now=call.arrived)  # the writer, or our call done by a combiner
+    except LockTimeout as exc:
+        raise state.writer.timeout_error(exc, timeout) from None
+    if not call.done:  # granted the writer: from here on, _serve's finally hands it on
+        _serve(pool, lock, call)
+
+
+@protected
+def _serve(pool: Pool, lock: FairLock, own: _Call) -> None:
+    """Holding the writer as ``own``: run it, then (off the main thread) the write() calls queued
+    next, in order, for at most COMBINE_SECONDS; then hand the writer on."""
+    taken: list[tuple[_Call, Waiter]] = []  # claimed and not yet completed
+    try:
+        state = pool._state
+        combine = _interrupts._main_ident != own.thread_ident
+        group = pool._group_commit
+        until = own.since + COMBINE_SECONDS
+        pool._stats.write_waited(own.since - own.arrived)  # (a call a combiner ran was counted by it)
+        batch: list[tuple[_Call, Waiter | None]] = [(own, None)]
+        while True:
+            if group:
+                left = _run_group(pool, lock, own, batch, taken if combine else None)
+            else:
+                for call, _ in batch:
+                    _run_alone(pool, lock, own, call)
+                left = []
+            for call, waiter in batch:
+                if waiter is not None and call.done:
+                    taken.remove((call, waiter))
+                    lock._complete(waiter, call)
+            batch = list(left)
+            if not batch:
+                if not combine or monotonic() >= until or state.shut_down:
+                    break
+                waiter = _claim(pool, lock, own)
+                if waiter is None:
+                    break
+                batch = [(waiter.permit, waiter)]
+                taken.append((waiter.permit, waiter))
+    finally:
+        for call, waiter in taken:  # cut short: nobody may be left waiting for an outcome
+            if not call.done:
+                call.error = SqlitefairError("the combiner running this write() call stopped before it ran")
+                call.done = True
+            lock._complete(waiter, call)
+        lock._end_loan(own)
+        lock.release(own)
+
+
+def _claim(pool: Pool, lock: FairLock, own: _Call) -> Waiter | None:
+    """Take the next write() call from the head of the queue, if that is one (counting its wait)."""
+    waiter = lock._claim_next(own, _is_call)
+    if waiter is not None:
+        pool._stats.write_waited(monotonic() - waiter.permit.arrived)
+    return waiter
+
+
+def _run_alone(pool: Pool, lock: FairLock, own: _Call, call: _Call) -> None:
+    """``call`` in a transaction of its own, on the writer ``own`` holds."""
+    tx = _LentTransaction(pool, pool._timeout)
+    lock._lend(own, tx)
+    try:
+        with tx as conn:
+            call.result = _invoke(call, conn)
+    except BaseException as exc:  # noqa: BLE001 - the caller's outcome, raised in the caller
+        call.error = exc
+    finally:
+        lock._end_loan(own)
+    call.done = True
+
+
+def _run_group(
+    pool: Pool,
+    lock: FairLock,
+    own: _Call,
+    batch: list[tuple[_Call, Waiter | None]],
+    taken: list[tuple[_Call, Waiter]] | None,
+) -> list[tuple[_Call, Waiter | None]]:
+    """Run ``batch`` (and, if ``taken`` is given, write() calls claimed from the queue while the
+    batch is open) in one transaction, each call in a savepoint; return the calls that did not run
+    (the transaction could only roll back: they go in the next one)."""
+    tx = _LentTransaction(pool, pool._timeout)
+    lock._lend(own, tx)
+    ran: list[_Call] = []
+    left: list[tuple[_Call, Waiter | None]] = []
+    try:
+        with tx as conn:
+            until = monotonic() + GROUP_COMMIT_MAX_SECONDS
+            i = 0
+            while True:
+                if i == len(batch):
+                    if taken is None or len(batch) >= GROUP_COMMIT_MAX_CALLS or monotonic() >= until:
+                        break
+                    waiter = _claim(pool, lock, tx)
+                    if waiter is None:
+                        break
+                    batch.append((waiter.permit, waiter))
+                    taken.append((waiter.permit, waiter))
+                call = batch[i][0]
+                if tx._doomed is not None or not tx._conn.in_transaction:
+                    left = batch[i:]  # a call before broke the transaction: these run in the next one
+                    del batch[i:]
+                    break
+                try:
+                    with pool.transaction() as savepoint:  # nested: a SAVEPOINT of this call's own
+                        call.result = _invoke(call, savepoint)
+                except BaseException as exc:  # noqa: BLE001 - the caller's outcome
+                    call.error = exc
+                ran.append(call)
+                i += 1
+    except BaseException as exc:  # noqa: BLE001 - BEGIN or COMMIT failed: nothing of the batch is committed
+        for call in ran:
+            if call.error is None:
+                error = GroupCommitError(
+                    f"the group commit that contained this write() call failed ({type(exc).__name__}: {exc}); "
+                    "nothing of the call was committed"
+                )
+                error.__cause__ = exc
+                call.error = error
+        if not ran:  # BEGIN failed: the batch's first call gets the error itself (a timeout, a closed
+            for call, _ in batch:  # pool), the others a GroupCommitError of their own, from it
+                if call is batch[0][0]:
+                    call.error = exc
+                else:
+                    call.error = GroupCommitError(f"the group commit for this write() call could not begin ({exc})")
+                    call.error.__cause__ = exc
+                ran.append(call)
+    finally:
+        lock._end_loan(own)
+    for call in ran:
+        call.done = True
+    return left
+
+
+@interruptible
+def _invoke(call: _Call, conn: Any) -> Any:
+    """Run the user's function: a KeyboardInterrupt lands in it as anywhere in user code."""
+    return call.fn(conn, *call.args, **call.kwargs)

@@ -1,0 +1,326 @@
+"""``pool.write(fn)``: FIFO order, flat combining, group commit, and what failures and Ctrl-C do.
+
+Correctness only, with real threads and a real file; the throughput is the
+benchmark's business (``sqlitefair-write`` and ``sqlitefair-group``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from _helpers import Worker, held_by_another_thread, wait_until
+
+import sqlitefair
+
+STRESS = int(os.environ.get("SQLITEFAIR_STRESS", "1"))
+
+
+@pytest.fixture(params=[False, True], ids=["combining", "group-commit"])
+def group(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
+@pytest.fixture
+def wpool(make_pool: Callable[..., sqlitefair.Pool], group: bool) -> sqlitefair.Pool:
+    pool = make_pool(readers=2, timeout=10, group_commit=group)
+    with pool.transaction() as conn:
+        conn.execute("create table t(id integer primary key, v)")
+    return pool
+
+
+def insert(conn: Any, v: object) -> int:
+    conn.execute("insert into t(v) values (?)", (v,))
+    return int(conn.execute("select max(id) from t").fetchone()[0])
+
+
+def queue_writes(pool: sqlitefair.Pool, tags: list[object], fn: Callable[[Any, object], Any]) -> list[Worker]:
+    """Start one thread per tag calling ``pool.write(fn, tag)``, each queued before the next starts."""
+    lock = pool._state.writer.lock
+    workers = []
+    for position, tag in enumerate(tags):
+        w = Worker(pool.write, fn, tag, name=f"writer-{tag}")
+        w.start()
+        workers.append(w)
+        wait_until(lambda: lock.statistics().waiting == position + 1, what=f"write({tag!r}) to queue")
+    return workers
+
+
+def test_write_returns_the_result_and_commits(wpool: sqlitefair.Pool, committed: Callable[..., list[Any]]) -> None:
+    assert wpool.write(insert, "a") == 1
+    assert committed() == ["a"]
+
+
+def test_calls_are_served_in_order_of_arrival(wpool: sqlitefair.Pool, committed: Callable[..., list[Any]]) -> None:
+    """Queued behind a holder, the calls run in the order they queued (the first one combines)."""
+    order: list[object] = []
+    threads_that_ran: set[int] = set()
+
+    def record(conn: Any, tag: object) -> object:
+        order.append(tag)
+        threads_that_ran.add(threading.get_ident())
+        insert(conn, tag)
+        return tag
+
+    tags: list[object] = list(range(12))
+    with held_by_another_thread(wpool.transaction()) as (_, leave):
+        workers = queue_writes(wpool, tags, record)
+        leave()
+    assert [w.finish() for w in workers] == tags  # each caller got its own result
+    assert order == tags
+    assert committed() == tags
+    assert len(threads_that_ran) < len(tags), "no call was run by another caller's thread: nothing was combined"
+
+
+def test_a_transaction_queued_between_calls_keeps_its_place(wpool: sqlitefair.Pool, committed: Callable[..., list[Any]]) -> None:
+    """The combiner stops at the first waiter that is not a write() call: arrival order holds across both."""
+    lock = wpool._state.writer.lock
+
+    def as_block(tag: str) -> None:
+        with wpool.transaction() as conn:
+            conn.execute("insert into t(v) values (?)", (tag,))
+
+    with held_by_another_thread(wpool.transaction()) as (_, leave):
+        workers = queue_writes(wpool, ["w1", "w2"], insert)
+        block = Worker(as_block, "block")
+        block.start()
+        wait_until(lambda: lock.statistics().waiting == 3, what="the transaction() to queue")
+        for tag in ("w3", "w4"):
+            w = Worker(wpool.write, insert, tag, name=f"writer-{tag}")
+            w.start()
+            workers.append(w)
+            wait_until(lambda n=len(workers) + 1: lock.statistics().waiting == n, what=f"write({tag}) to queue")
+        leave()
+    for w in workers:
+        w.finish()
+    block.finish()
+    assert committed() == ["w1", "w2", "block", "w3", "w4"]
+
+
+def test_a_failing_call_in_a_group_rolls_back_only_itself(make_pool: Callable[..., sqlitefair.Pool], db_path: Path, backend: str, committed: Callable[..., list[Any]]) -> None:
+    pool = make_pool(readers=2, timeout=10, group_commit=True)
+    with pool.transaction() as conn:
+        conn.execute("create table t(id integer primary key, v)")
+    seen_before_commit: list[list[Any]] = []
+
+    class Boom(Exception):
+        pass
+
+    def call(conn: Any, tag: str) -> str:
+        conn.execute("insert into t(v) values (?)", (tag,))
+        if tag == "b":
+            raise Boom(tag)
+        if tag == "c":  # from a second connection: a's row is not committed yet (one batch)
+            seen_before_commit.append(committed())
+        return tag
+
+    with held_by_another_thread(pool.transaction()) as (_, leave):
+        workers = queue_writes(pool, ["a", "b", "c"], call)
+        leave()
+    assert workers[0].finish() == "a"
+    with pytest.raises(Boom):
+        workers[1].finish()
+    assert workers[2].finish() == "c"
+    assert seen_before_commit == [[]], "a and c did not share one transaction"
+    assert committed() == ["a", "c"]
+
+
+def test_a_failed_group_commit_fails_every_call_of_it_and_nothing_is_visible(
+    make_pool: Callable[..., sqlitefair.Pool], committed: Callable[..., list[Any]]
+) -> None:
+    """A deferred foreign key violation makes COMMIT fail: no call of the group may report success."""
+    pool = make_pool(readers=2, timeout=10, group_commit=True)
+    with pool.transaction() as conn:
+        conn.execute("create table parent(id integer primary key)")
+        conn.execute(
+            "create table t(id integer primary key, v, parent references parent(id) deferrable initially deferred)"
+        )
+
+    def call(conn: Any, tag: str) -> str:
+        conn.execute("insert into t(v, parent) values (?, ?)", (tag, 99 if tag == "orphan" else None))
+        return tag
+
+    with held_by_another_thread(pool.transaction()) as (_, leave):
+        workers = queue_writes(pool, ["a", "orphan", "c"], call)
+        leave()
+    for w in workers:
+        with pytest.raises(sqlitefair.GroupCommitError) as info:
+            w.finish()
+        assert "FOREIGN KEY" in str(info.value.__cause__).upper()
+    assert committed() == []
+    assert pool.write(call, "after") == "after"  # the writer is whole
+    assert committed() == ["after"]
+
+
+def test_transaction_control_in_fn_is_refused_and_nothing_commits(wpool: sqlitefair.Pool, committed: Callable[..., list[Any]]) -> None:
+    def sneaky(conn: Any, tag: str) -> None:
+        conn.execute("insert into t(v) values (?)", (tag,))
+        conn.execute("COMMIT")
+
+    with pytest.raises(sqlitefair.TransactionControlError):
+        wpool.write(sneaky, "x")
+    assert committed() == []
+
+
+def test_write_inside_a_transaction_is_a_savepoint_of_it(wpool: sqlitefair.Pool, committed: Callable[..., list[Any]]) -> None:
+    with pytest.raises(ZeroDivisionError):
+        with wpool.transaction() as conn:
+            conn.execute("insert into t(v) values ('outer')")
+            assert wpool.write(insert, "inner") == 2
+            1 / 0
+    assert committed() == []
+    with wpool.transaction():
+        wpool.write(insert, "kept")
+    assert committed() == ["kept"]
+
+
+def test_a_queued_call_that_times_out_never_runs(wpool: sqlitefair.Pool, committed: Callable[..., list[Any]]) -> None:
+    with held_by_another_thread(wpool.transaction()):
+        with pytest.raises(sqlitefair.PoolTimeout):
+            wpool.write(insert, "late", timeout=0.05)
+    assert wpool.write(insert, "next") == 1
+    assert committed() == ["next"]
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals go to the main thread")
+def test_ctrl_c_while_queued_takes_the_call_out_and_spares_the_others(
+    wpool: sqlitefair.Pool, committed: Callable[..., list[Any]]
+) -> None:
+    lock = wpool._state.writer.lock
+    with held_by_another_thread(wpool.transaction()) as (_, leave):
+        before = queue_writes(wpool, ["t1"], insert)
+
+        def interrupt_when_queued() -> None:
+            wait_until(lambda: lock.statistics().waiting == 2, what="the main thread's write() to queue")
+            after.extend(queue_writes_from(2, ["t2"]))
+            os.kill(os.getpid(), signal.SIGINT)
+
+        after: list[Worker] = []
+
+        def queue_writes_from(start: int, tags: list[str]) -> list[Worker]:
+            ws = []
+            for i, tag in enumerate(tags):
+                w = Worker(wpool.write, insert, tag, name=f"writer-{tag}")
+                w.start()
+                ws.append(w)
+                wait_until(lambda n=start + i + 1: lock.statistics().waiting == n, what=f"write({tag}) to queue")
+            return ws
+
+        helper = Worker(interrupt_when_queued, name="interrupter")
+        helper.start()
+        with pytest.raises(KeyboardInterrupt):
+            wpool.write(insert, "main")
+        helper.finish()
+        leave()
+    results = [w.finish() for w in before + after]
+    assert committed() == ["t1", "t2"]
+    assert results == [1, 2]  # each caller got its own row id
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals go to the main thread")
+def test_ctrl_c_while_a_combiner_runs_the_call_spares_every_result(wpool: sqlitefair.Pool, committed: Callable[..., list[Any]]) -> None:
+    """The main thread's call, taken up by a combiner thread, runs to its end; the main thread gets its
+    KeyboardInterrupt at once; every other caller gets its own result."""
+    lock = wpool._state.writer.lock
+    running, finish = threading.Event(), threading.Event()
+
+    def slow(conn: Any, tag: str) -> int:
+        running.set()
+        assert finish.wait(10)
+        return insert(conn, tag)
+
+    with held_by_another_thread(wpool.transaction()) as (_, leave):
+        first = queue_writes(wpool, ["t1"], insert)  # will be granted the writer, and combine
+
+        def interrupt_when_running() -> None:
+            wait_until(lambda: lock.statistics().waiting == 2, what="the main thread's write() to queue")
+            w = Worker(wpool.write, insert, "t3", name="writer-t3")
+            w.start()
+            later.append(w)
+            wait_until(lambda: lock.statistics().waiting == 3, what="write(t3) to queue")
+            leave()
+            assert running.wait(10)
+            os.kill(os.getpid(), signal.SIGINT)
+
+        later: list[Worker] = []
+        helper = Worker(interrupt_when_running, name="interrupter")
+        helper.start()
+        with pytest.raises(KeyboardInterrupt):
+            wpool.write(slow, "main")
+        finish.set()
+        helper.finish()
+    assert first[0].finish() == 1
+    assert later[0].finish() == 3
+    assert committed() == ["t1", "main", "t3"]
+
+
+def test_counter_under_contention_loses_no_update(wpool: sqlitefair.Pool) -> None:
+    """Read-then-update through write() and transaction() from many threads: every increment counts."""
+    with wpool.transaction() as conn:
+        conn.execute("create table counter(n integer)")
+        conn.execute("insert into counter values (0)")
+
+    def bump(conn: Any) -> None:
+        (n,) = conn.execute("select n from counter").fetchone()
+        conn.execute("update counter set n = ?", (n + 1,))
+
+    per_thread, threads = 40, 8 * STRESS
+    errors: list[BaseException] = []
+
+    def work(k: int) -> None:
+        try:
+            for i in range(per_thread):
+                if (i + k) % 4 == 0:
+                    with wpool.transaction() as conn:
+                        bump(conn)
+                else:
+                    wpool.write(bump)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+    assert not errors, errors[:3]
+    with wpool.read() as conn:
+        assert conn.execute("select n from counter").fetchone()[0] == per_thread * threads
+    stats = wpool.stats()
+    assert stats.writes.count >= per_thread * threads  # every write() counted once, as a write
+    assert not stats.writer_in_use and stats.writer_queue == 0
+
+
+def test_group_commit_must_be_a_bool(db_path: Path) -> None:
+    with pytest.raises(sqlitefair.ConfigurationError, match="group_commit"):
+        sqlitefair.connect(db_path, group_commit="yes")  # type: ignore[arg-type]
+
+
+def test_a_call_taken_up_by_a_combiner_runs_past_its_timeout(wpool: sqlitefair.Pool, committed: Callable[..., list[Any]]) -> None:
+    """The timeout bounds the wait in the queue; once a combiner runs the call, the caller gets its outcome."""
+    lock = wpool._state.writer.lock
+    release_first = threading.Event()
+
+    def first(conn: Any, tag: str) -> int:
+        assert release_first.wait(10)  # the combiner holds the writer while the next call queues
+        return insert(conn, tag)
+
+    def slow(conn: Any, tag: str) -> int:
+        threading.Event().wait(0.4)  # longer than the caller's timeout
+        return insert(conn, tag)
+
+    combiner = Worker(wpool.write, first, "first", name="combiner")
+    combiner.start()
+    wait_until(lambda: lock.statistics().held == 1, what="the first call to hold the writer")
+    impatient = Worker(lambda: wpool.write(slow, "slow", timeout=0.2), name="impatient")
+    impatient.start()
+    wait_until(lambda: lock.statistics().waiting == 1, what="the impatient call to queue")
+    release_first.set()  # the combiner takes the impatient call up well within its 0.2 s
+    assert combiner.finish() == 1
+    assert impatient.finish() == 2
+    assert committed() == ["first", "slow"]
