@@ -65,7 +65,9 @@ def default_strategies(workload: str) -> tuple[str, ...]:
     very short transactions compare it with an unfair lock.
     """
     sqlitefair = tuple(name for name, s in STRATEGIES.items() if s.is_sqlitefair)
-    if workload in ("read", "insert"):
+    if workload == "read":
+        return ("stdlib-immediate", *(name for name in sqlitefair if not STRATEGIES[name].writes_only))
+    if workload == "insert":
         return ("stdlib-immediate", *sqlitefair)
     if workload == "short":
         return ("unfair-lock", *sqlitefair)
