@@ -332,26 +332,20 @@ register(
         is_sqlitefair=True,
     )
 )
-register(
-    Strategy(
-        "sqlitefair-write",
-        "sqlitefair pool, writes through pool.write(fn): flat combining (stdlib sqlite3)",
-        "sqlite3",
-        lambda c: PoolWriteInstance(c, group_commit=False),
-        is_sqlitefair=True,
-        writes_only=True,
+for _name, _group, _how in (
+    ("sqlitefair-write", False, "flat combining"),
+    ("sqlitefair-group", True, "flat combining and group_commit=True"),
+):
+    register(
+        Strategy(
+            _name,
+            f"sqlitefair pool, writes through pool.write(fn): {_how} (stdlib sqlite3)",
+            "sqlite3",
+            lambda c, group=_group: PoolWriteInstance(c, group_commit=group),
+            is_sqlitefair=True,
+            writes_only=True,
+        )
     )
-)
-register(
-    Strategy(
-        "sqlitefair-group",
-        "sqlitefair pool, writes through pool.write(fn) with group_commit=True (stdlib sqlite3)",
-        "sqlite3",
-        lambda c: PoolWriteInstance(c, group_commit=True),
-        is_sqlitefair=True,
-        writes_only=True,
-    )
-)
 register(
     Strategy(
         "sqlitefair-apsw",
