@@ -33,7 +33,7 @@ nitpick_ignore_regex = [
     # The context managers that Pool.transaction()/read(), AsyncPool.transaction()/read() and
     # DatabasePool.write()/read() return are internal classes; those methods document them.
     (r"py:class", r"sqlitefair\._writer\.Transaction|sqlitefair\._readers\.Read|sqlitefair\.(aio|integrations\.sqlite_utils)\._Checkout"),
-    (r"py:class", r"sqlitefair\.(aio|_pool)\.[TP]"),  # type variables
+    (r"py:class", r"sqlitefair\.(aio|_pool|integrations\.sqlite_utils)\.[TP]"),  # type variables
     # Other projects' classes (the standard library's too): their inventories (intersphinx)
     # would have to be downloaded, and the build runs without a network.
     (r"py:class", r"(os|sqlite3|sqlite_utils)\..*"),

@@ -628,3 +628,44 @@ def test_cli_inserting_in_a_loop_while_the_pool_writes(
             # Its only excuse: SQLite's busy timeout (Python's default, 5 s) ran out. One batch: all or nothing.
             assert "database is locked" in done.stderr, done.stderr
             assert not (mine & present) or mine <= present
+
+
+@pytest.mark.parametrize("group_commit", [False, True], ids=["combining", "group-commit"])
+def test_run_write_gives_fn_the_pooled_database_in_fifo_order(db_path: Path, group_commit: bool) -> None:
+    """dbpool.run_write(fn): each call gets the writer's Database, its own result, in arrival order;
+    a call that raises leaves nothing behind."""
+    from _helpers import Worker, held_by_another_thread, wait_until
+
+    dbpool = sfu.connect(db_path, group_commit=group_commit)
+    try:
+        dbpool.run_write(lambda db: db["items"].insert({"id": 0, "tag": "first"}, pk="id"))
+
+        def add(db: Any, tag: str) -> str:
+            db["items"].insert({"tag": tag})
+            if tag == "bad":
+                raise ValueError(tag)
+            return tag
+
+        lock = dbpool.pool._state.writer.lock
+        tags = ["a", "bad", "b", "c"]
+        workers = []
+        with held_by_another_thread(dbpool.write()) as (_, leave):
+            for position, tag in enumerate(tags):
+                w = Worker(dbpool.run_write, add, tag, name=f"w-{tag}")
+                w.start()
+                workers.append(w)
+                wait_until(lambda n=position + 1: lock.statistics().waiting == n, what=f"{tag} to queue")
+            leave()
+        results = []
+        for w in workers:
+            try:
+                results.append(w.finish())
+            except ValueError as exc:
+                results.append(f"raised {exc}")
+        assert results == ["a", "raised bad", "b", "c"]
+        with dbpool.read() as db:
+            assert [r["tag"] for r in db["items"].rows_where(order_by="id")] == ["first", "a", "b", "c"]
+        with pytest.raises(sqlitefair.TransactionControlError):
+            dbpool.run_write(lambda db: db.conn.execute("COMMIT"))
+    finally:
+        dbpool.close()

@@ -324,3 +324,81 @@ def test_a_call_taken_up_by_a_combiner_runs_past_its_timeout(wpool: sqlitefair.P
     assert combiner.finish() == 1
     assert impatient.finish() == 2
     assert committed() == ["first", "slow"]
+
+
+# -- asyncio: await apool.write(fn) -------------------------------------------------------------
+
+
+def _run(coro: Any) -> Any:
+    import asyncio
+
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+def test_async_writes_queue_without_a_thread_each(wpool: sqlitefair.Pool, committed: Callable[..., list[Any]]) -> None:
+    """100 tasks wait for the writer; the process gains no thread per waiting task."""
+    import asyncio
+
+    import sqlitefair.aio
+
+    apool = sqlitefair.aio.AsyncPool(wpool)
+    lock = wpool._state.writer.lock
+
+    async def main() -> list[Any]:
+        with held_by_another_thread(wpool.transaction()) as (_, leave):
+            before = threading.active_count()
+            tasks = [asyncio.ensure_future(apool.write(insert, i)) for i in range(100)]
+            while lock.statistics().waiting < 100:
+                await asyncio.sleep(0.001)
+            queued_threads = threading.active_count()
+            leave()
+        results = await asyncio.gather(*tasks)
+        assert queued_threads <= before, f"{queued_threads - before} threads appeared for 100 queued tasks"
+        return results
+
+    results = _run(main())
+    assert sorted(results) == list(range(1, 101))
+    assert committed() == list(range(100))  # FIFO: in the order the tasks queued
+
+
+def test_async_write_cancelled_or_timed_out_while_queued_never_runs(wpool: sqlitefair.Pool, committed: Callable[..., list[Any]]) -> None:
+    import asyncio
+
+    import sqlitefair.aio
+
+    apool = sqlitefair.aio.AsyncPool(wpool)
+    lock = wpool._state.writer.lock
+
+    async def main() -> None:
+        with held_by_another_thread(wpool.transaction()) as (_, leave):
+            doomed = asyncio.ensure_future(apool.write(insert, "cancelled"))
+            kept = asyncio.ensure_future(apool.write(insert, "kept"))
+            while lock.statistics().waiting < 2:
+                await asyncio.sleep(0.001)
+            doomed.cancel()
+            with pytest.raises(sqlitefair.PoolTimeout):
+                await apool.write(insert, "timed out", timeout=0.05)
+            leave()
+        with pytest.raises(asyncio.CancelledError):
+            await doomed
+        assert await kept == 1
+
+    _run(main())
+    assert committed() == ["kept"]
+    assert wpool.write(insert, "after") == 2  # the writer is whole
+
+
+def test_async_write_inside_an_async_transaction_is_a_savepoint(wpool: sqlitefair.Pool, committed: Callable[..., list[Any]]) -> None:
+    import sqlitefair.aio
+
+    apool = sqlitefair.aio.AsyncPool(wpool)
+
+    async def main() -> None:
+        with pytest.raises(ZeroDivisionError):
+            async with apool.transaction() as conn:
+                await conn.execute("insert into t(v) values ('outer')")
+                await apool.write(insert, "inner")
+                1 / 0
+
+    _run(main())
+    assert committed() == []

@@ -39,6 +39,8 @@ end (committed or rolled back as usual); nobody else's result is affected.
 
 from __future__ import annotations
 
+import asyncio
+from threading import get_ident
 from time import monotonic
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -52,7 +54,7 @@ from ._writer import Transaction, enclosing_transaction
 if TYPE_CHECKING:
     from ._pool import Pool
 
-__all__ = ("write", "COMBINE_SECONDS", "GROUP_COMMIT_MAX_CALLS", "GROUP_COMMIT_MAX_SECONDS")
+__all__ = ("write", "write_async", "COMBINE_SECONDS", "GROUP_COMMIT_MAX_CALLS", "GROUP_COMMIT_MAX_SECONDS")
 
 #: Seconds a combiner serves other callers' write() calls before it hands the writer on.
 COMBINE_SECONDS = 0.005
@@ -112,6 +114,54 @@ def write(pool: Pool, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dic
     return call.outcome()
 
 
+class _LoopWake:
+    """The parker of an event loop's waiter: ``release()`` (from any thread) sets an asyncio.Event."""
+
+    __slots__ = ("_loop", "event")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.event = asyncio.Event()
+
+    def release(self) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self.event.set)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
+
+
+async def write_async(pool: Pool, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None) -> Any:
+    """``write()`` for a task: it queues without a thread; a thread runs the call (or is the
+    combiner) only once the call's turn has come.  See :meth:`sqlitefair.aio.AsyncPool.write`."""
+    state = pool._state
+    if pool._closed:
+        raise pool._closed_error()
+    if state.fork_error is not None:
+        raise SqlitefairError(state.fork_error)
+    call = _Call(fn, args, kwargs)
+    lock = state.writer.lock
+    wake = _LoopWake(asyncio.get_running_loop())
+    waiter = lock._acquire_or_join(call, wake)
+    if waiter is not None:
+        try:
+            try:
+                await asyncio.wait_for(wake.event.wait(), timeout)
+            except (TimeoutError, asyncio.TimeoutError):
+                outcome = lock._leave_queue(waiter)
+                if outcome == "left":
+                    exc = LockTimeout(monotonic() - call.arrived, lock.statistics())
+                    raise state.writer.timeout_error(exc, timeout) from None
+                if outcome == "claimed":  # taken up: it runs to its end, no timeout any more
+                    await wake.event.wait()
+        except asyncio.CancelledError:
+            if lock._leave_queue(waiter) == "granted" and not call.done:
+                lock.release(call)  # our turn came as we stopped waiting: pass it on
+            raise
+    if not call.done:  # the writer is ours: serve on a thread (the event loop must not block)
+        await asyncio.to_thread(_serve, pool, lock, call)
+    return call.outcome()
+
+
 @protected
 def _queue_and_run(pool: Pool, call: _Call, timeout: float | None) -> None:
     """Queue ``call`` for the writer; run it (and others) if granted the writer, else it was run."""
@@ -132,7 +182,7 @@ def _serve(pool: Pool, lock: FairLock, own: _Call) -> None:
     taken: list[tuple[_Call, Waiter]] = []  # claimed and not yet completed
     try:
         state = pool._state
-        combine = _interrupts._main_ident != own.thread_ident
+        combine = _interrupts._main_ident != get_ident()
         group = pool._group_commit
         until = own.since + COMBINE_SECONDS
         pool._stats.write_waited(own.since - own.arrived)  # (a call a combiner ran was counted by it)

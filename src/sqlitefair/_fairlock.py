@@ -349,6 +349,31 @@ class FairLock:
             return True
 
     @protected
+    def _acquire_or_join(self, permit: Permit, parker: Any) -> Waiter | None:
+        """For a caller that cannot park a thread (an event loop): take the lock for ``permit`` if it
+        is free (None), else queue a waiter that ``parker.release()`` wakes; the caller then reads
+        ``waiter.grant`` and leaves with :meth:`_leave_queue` if it stops waiting."""
+        with self._mutex:
+            if self._baton.acquire(False):
+                self._take(permit, monotonic())
+                return None
+            waiter = self._queue.join_locked(None, parker)
+            waiter.permit = permit
+            return waiter
+
+    @protected
+    def _leave_queue(self, waiter: Waiter) -> str:
+        """A waiter of :meth:`_acquire_or_join` stops waiting: ``"left"`` (out of the queue, nothing
+        held), ``"granted"`` (it holds the lock: release it) or ``"claimed"`` (a holder runs its work)."""
+        with self._mutex:
+            if waiter.claimed:
+                return "claimed"
+            if waiter.grant is not None:
+                return "granted"
+            self._queue.remove_locked(waiter)
+            return "left"
+
+    @protected
     def _lend(self, holder: Permit, borrower: Permit) -> None:
         """Let ``borrower`` (a permit of the holder's own, e.g. a transaction it opens) take the lock
         while ``holder`` holds it: its acquire succeeds at once and its release returns the lock to

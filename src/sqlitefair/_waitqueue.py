@@ -52,9 +52,13 @@ class Waiter:
 
     __slots__ = ("parker", "grant", "ident", "name", "since", "cancelled", "permit", "claimed")
 
-    def __init__(self) -> None:
-        self.parker = _thread.allocate_lock()
-        self.parker.acquire()
+    def __init__(self, parker: Any = None) -> None:
+        if parker is None:  # a thread that parks on its own pre-acquired lock
+            parker = _thread.allocate_lock()
+            parker.acquire()
+        #: ``parker.release()`` wakes the waiter: a lock its thread blocks on, or (an event loop's
+        #: waiter, which parks no thread) an object whose release() schedules a wake-up on the loop.
+        self.parker = parker
         self.grant: Any = None  # a Permit (writer) or a Slot (readers), written by the granting thread
         self.cancelled = False
         self.permit: Any = None  # the object the waiter wants recorded as holder (FairLock), if any
@@ -137,14 +141,18 @@ class WaitQueue:
     def has_thread_locked(self, ident: int) -> bool:
         return any(w.ident == ident for w in self._waiters)
 
-    def join_locked(self, cancel: CancelScope | None) -> Waiter:
+    def join_locked(self, cancel: CancelScope | None, parker: Any = None) -> Waiter:
         """Queue the calling thread (raises WaitCancelled, queueing nothing, if ``cancel`` already fired)."""
-        waiter = Waiter()
+        waiter = Waiter(parker)
         if cancel is not None:
             cancel._attach_locked(self, waiter)
         self._waiters[waiter] = None
         self.count += 1
         return waiter
+
+    def remove_locked(self, waiter: Waiter) -> None:
+        """Take ``waiter`` out of the queue (nothing if it is not in it)."""
+        self._remove_locked(waiter)
 
     def _remove_locked(self, waiter: Waiter) -> None:
         if self._waiters.pop(waiter, False) is None:

@@ -64,7 +64,9 @@ from types import TracebackType
 from typing import Any, Callable, Concatenate, Iterable, Mapping, ParamSpec, Sequence, TypeVar
 
 from ._errors import ConfigurationError, NestingError, NotCheckedOut, PoolClosed, SqlitefairError, reads_nested_error
+from . import _combining
 from ._fairlock import CancelScope
+from ._opening import check_timeout
 from ._pool import _UNSET, Pool
 from ._pool import connect as _connect_pool
 from ._stats import PoolStats
@@ -153,6 +155,26 @@ class AsyncPool:
         task is cancelled before the commit starts, it rolls back.
         """
         return await _Checkout(self, "transaction", _UNSET)._run_whole(lambda conn: fn(conn, *args, **kwargs))
+
+    async def write(self, fn: Callable[..., T], /, *args: Any, timeout: float | None = _UNSET, **kwargs: Any) -> T:
+        """``fn(conn, *args, **kwargs)`` in a write transaction: :meth:`sqlitefair.Pool.write` for tasks.
+
+        The task queues in the writer's FIFO queue without a thread: no worker
+        thread is parked per waiting task.  When its turn comes, a thread
+        holding the writer runs the call (flat combining, and group commit if
+        the pool has it), or a worker thread starts to serve it and the calls
+        queued behind it.  Cancelled while queued, the call never runs; once a
+        thread has taken it up, it runs to its end.  Inside ``async with
+        apool.transaction()`` of the same task it runs there, in a savepoint.
+        """
+        pool = self._pool
+        if self._closed:
+            raise PoolClosed(f"the async pool for {pool.path!r} is closed")
+        task = asyncio.current_task()
+        if any(c._apool is self and c._open and c._task is task for c in _open_transactions.get()):
+            return await self.run_transaction(fn, *args, **kwargs)
+        timeout = pool.timeout if timeout is _UNSET else check_timeout(timeout)
+        return await _combining.write_async(pool, fn, args, kwargs, timeout)  # type: ignore[no-any-return]
 
     async def run_read(self, fn: Callable[Concatenate[Any, P], T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """``fn(conn, *args, **kwargs)`` with a read-only connection, entirely on one worker thread."""

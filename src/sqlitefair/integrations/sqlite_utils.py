@@ -43,7 +43,7 @@ import sqlite3
 import threading
 from importlib import metadata
 from types import TracebackType
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 import sqlite_utils
 import sqlite_utils.db
@@ -52,6 +52,8 @@ import sqlitefair
 from sqlitefair import ConfigurationError, SqlitefairError, _defaults
 from sqlitefair._pool import _UNSET, _Unset
 
+
+T = TypeVar("T")
 __all__ = (
     "connect",
     "wrap",
@@ -422,6 +424,7 @@ class DatabasePool:
         busy_policy: sqlitefair.BusyPolicy | None = None,
         on_connect: Callable[[sqlite3.Connection, str], None] | None = None,
         database_options: Mapping[str, Any] | None = None,
+        group_commit: bool = False,
     ) -> None:
         check_sqlite_utils_version()
         self._options = _check_database_options(dict(database_options or {}))
@@ -440,6 +443,7 @@ class DatabasePool:
             busy_policy=busy_policy,
             backend="sqlite3",  # sqlite-utils works on sqlite3.Connection objects only
             on_connect=self._on_connect,
+            group_commit=group_commit,
         )
         self._name = self.pool.path
 
@@ -457,6 +461,31 @@ class DatabasePool:
         """
         inner = self.pool.transaction() if timeout is _UNSET else self.pool.transaction(timeout=timeout)
         return _Checkout(self, inner, True)
+
+    def run_write(self, fn: Callable[..., T], /, *args: Any, timeout: float | None = _UNSET, **kwargs: Any) -> T:
+        """``fn(db, *args, **kwargs)`` with the ``Database`` of a write transaction, through
+        :meth:`sqlitefair.Pool.write`: FIFO with ``write()`` blocks, run by whichever thread holds the
+        writer (flat combining), in a group commit if the pool was made with ``group_commit=True``.
+
+        ``fn`` may run on another thread; it must finish with ``db`` before it returns and leave the
+        transaction alone (as in a block).  Returns what ``fn`` returns; if it raises, its work is
+        rolled back and the exception is raised here.
+        """
+
+        def call(conn: sqlite3.Connection) -> T:
+            db = self._database_for(conn)
+            db._sf_check_out(True)
+            try:
+                result = fn(db, *args, **kwargs)
+                if not conn.in_transaction:
+                    raise db._sf_transaction_ended("a dbpool.run_write() call returned", at_exit=True)
+                return result
+            finally:
+                db._sf_check_in()
+
+        if timeout is _UNSET:
+            return self.pool.write(call)
+        return self.pool.write(call, timeout=timeout)
 
     def read(self, *, timeout: float | None = _UNSET) -> _Checkout:
         """``with dbpool.read() as db:`` a ``Database`` on a read-only connection.
@@ -569,6 +598,7 @@ def connect(
     pragmas: Mapping[str, object] | None = None,
     busy_policy: sqlitefair.BusyPolicy | None = None,
     on_connect: Callable[[sqlite3.Connection, str], None] | None = None,
+    group_commit: bool = False,
     **database_options: Any,
 ) -> DatabasePool:
     """Open a :class:`DatabasePool` on the SQLite file at ``path`` (created if missing).
@@ -590,6 +620,7 @@ def connect(
         busy_policy=busy_policy,
         on_connect=on_connect,
         database_options=database_options,
+        group_commit=group_commit,
     )
 
 
