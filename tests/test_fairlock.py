@@ -16,16 +16,16 @@ from sqlitefair import CancelScope, FairLock, FairSemaphore, LockTimeout, WaitCa
 from sqlitefair._slots import FairSlots
 
 
-@pytest.fixture(params=["semaphore", "slots", "lock"])
+@pytest.fixture(params=["semaphore", "slots", "lock", "barging-lock"])
 def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
 def make(kind: str, capacity: int = 1) -> FairSemaphore | FairSlots | FairLock:
-    if kind == "lock":
+    if kind in ("lock", "barging-lock"):
         if capacity != 1:
             pytest.skip("a FairLock has one permit")
-        return FairLock()
+        return FairLock(barging=0.001) if kind == "barging-lock" else FairLock()
     return FairSemaphore(capacity) if kind == "semaphore" else FairSlots(capacity)
 
 
@@ -67,6 +67,8 @@ def test_waiters_are_served_in_arrival_order(seed: int, kind: str) -> None:
 
 def test_release_hands_off_directly_no_barging(kind: str) -> None:
     """After release() the oldest waiter owns the lock: the releasing thread cannot take it back."""
+    if kind == "barging-lock":
+        pytest.skip("bounded barging lets a running thread take a freed lock first, by design (see the starvation test)")
     lock = make(kind)
     first = lock.acquire()
     got_it = threading.Event()
@@ -375,3 +377,30 @@ def test_slots_keep_their_items_and_a_thread_gets_its_last_slot_back() -> None:
     slots.release(taken_by_other)
     assert slots.statistics().held == 0
     assert slots.wait_stats().count == 3
+
+
+@pytest.mark.parametrize("barging", [None, 0.001])
+def test_a_thread_that_takes_the_lock_again_and_again_never_starves_a_waiter(barging: float | None) -> None:
+    """Bounded barging lets a running thread re-take a freed lock, but only while the oldest waiter
+    is younger than the bound: then the waiter is handed the lock (no starvation)."""
+    lock = FairLock(barging=barging)
+    stop = threading.Event()
+    rounds = [0]
+
+    def greedy() -> None:
+        while not stop.is_set():
+            permit = lock.acquire(timeout=20)
+            rounds[0] += 1
+            lock.release(permit)
+
+    hog = Worker(greedy, name="greedy")
+    hog.start()
+    wait_until(lambda: rounds[0] > 100, what="the greedy thread to run")
+    try:
+        for _ in range(20):
+            permit = lock.acquire(timeout=10)  # raises LockTimeout if starved
+            lock.release(permit)
+    finally:
+        stop.set()
+        hog.finish()
+    assert lock.statistics().held == 0 and lock.statistics().waiting == 0

@@ -37,7 +37,7 @@ from typing import Any, Callable
 import pytest
 
 import sqlitefair
-from sqlitefair import _fairlock, _interrupts, _readers, _slots, _wal, _waitqueue, _writer
+from sqlitefair import _defaults, _fairlock, _interrupts, _readers, _slots, _wal, _waitqueue, _writer
 
 pytestmark = pytest.mark.skipif(
     threading.current_thread() is not threading.main_thread(), reason="signals are delivered to the main thread"
@@ -187,6 +187,12 @@ def writer_hands_over(pool: sqlitefair.Pool, k: int, done: list[int], stop: Flag
     return [t]
 
 
+def writer_barges(pool: sqlitefair.Pool, k: int, done: list[int], stop: Flag) -> list[threading.Thread]:
+    """As writer_hands_over, with handoff="bounded" and a bound no waiter reaches: the release frees
+    the writer and wakes the waiter to compete for it (the other path of a release)."""
+    return writer_hands_over(pool, k, done, stop)
+
+
 def read_alone(pool: sqlitefair.Pool, k: int, done: list[int], stop: Flag) -> list[threading.Thread]:
     with pool.read(timeout=5) as conn:
         conn.execute("select count(*) from t").fetchone()
@@ -261,7 +267,7 @@ def _forget_connections(pool: sqlitefair.Pool) -> None:
 
 SCENARIOS = [
     writer_alone, writer_checkpoints, writer_first_use, writer_nested, writer_queued, writer_hands_over,
-    read_alone, read_first_use, read_queued, read_hands_over,
+    writer_barges, read_alone, read_first_use, read_queued, read_hands_over,
 ]
 
 
@@ -327,11 +333,17 @@ def _is_try_line(filename: str, lineno: int) -> bool:
 
 @pytest.mark.parametrize("mode", ["signal", "raise"])
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.__name__)
-def test_an_exception_at_every_line_leaves_the_pool_whole(tmp_path: Path, scenario: Any, mode: str) -> None:
+def test_an_exception_at_every_line_leaves_the_pool_whole(
+    tmp_path: Path, scenario: Any, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import sqlite3
 
     path = tmp_path / "app.db"
-    pool = sqlitefair.connect(path, readers=1, timeout=5)
+    # Which way a release goes must not depend on timing: strict hand-off, or (writer_barges) a
+    # barging bound so long that the waiter is always woken to compete.
+    if scenario is writer_barges:
+        monkeypatch.setattr(_defaults, "BARGING_WINDOW", 3600.0)
+    pool = sqlitefair.connect(path, readers=1, timeout=5, handoff="bounded" if scenario is writer_barges else "strict")
     assert _interrupts.signal_protection_active(), "the deferring SIGINT handler is not installed"
     with pool.transaction() as conn:
         conn.execute("create table t(k, part)")

@@ -154,7 +154,15 @@ def test_writers_are_served_in_arrival_order(
     assert committed() == order
 
 
-def test_releasing_thread_cannot_barge_ahead_of_a_waiter(pool: sqlitefair.Pool, committed: Callable[..., list[object]]) -> None:
+@pytest.mark.parametrize("handoff", ["strict", "bounded"])
+def test_releasing_thread_cannot_barge_ahead_of_a_waiter(
+    make_pool: Callable[..., sqlitefair.Pool], committed: Callable[..., list[object]], handoff: str
+) -> None:
+    """Strict: never.  Bounded: not once the waiter has waited the bound (1 ms); this one waited 20 ms."""
+    pool = make_pool(readers=2, timeout=10, handoff=handoff)
+    with pool.transaction() as conn:
+        conn.execute("create table t(id integer primary key, v)")
+
     def write_waiter() -> None:
         with pool.transaction() as conn:
             conn.execute("insert into t(v) values ('waiter')")
@@ -164,6 +172,7 @@ def test_releasing_thread_cannot_barge_ahead_of_a_waiter(pool: sqlitefair.Pool, 
         w = Worker(write_waiter)
         w.start()
         wait_until(lambda: pool.stats().writer_queue == 1)
+        time.sleep(0.02)
     with pool.transaction() as conn:  # queues behind the waiter, who already owns the writer
         conn.execute("insert into t(v) values ('again')")
     w.finish()

@@ -33,6 +33,12 @@ WAL_CHECK_INTERVAL: float = 0.5
 #: if they take longer it skips this one and tries again later.
 CHECKPOINT_READER_WAIT: float = 0.25
 
+#: How the writer passes from one thread to the next (``connect(handoff=...)``): "strict" hands it
+#: to the oldest waiter on every release (a thread wake-up per transaction); "bounded" lets a
+#: running thread take a freed writer first unless the oldest waiter has waited BARGING_WINDOW.
+HANDOFF: str = "bounded"
+BARGING_WINDOW: float = 0.001
+
 #: Percentiles in :meth:`Pool.stats` are over this many most recent waits.
 STATS_WINDOW: int = 65536
 

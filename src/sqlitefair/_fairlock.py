@@ -228,19 +228,29 @@ class FairLock:
     * the baton is locked if and only if ``_holder`` is set, except in the one
       step between a successful ``baton.acquire(False)`` and the store of
       ``_holder`` (protected code: a SIGINT is deferred past it);
-    * under the mutex, a queued waiter implies a locked baton: the baton is
-      unlocked only under the mutex and only when nobody is queued, and a
-      waiter joins the queue only under the mutex, after failing to take the
-      baton there;
+    * strict hand-off: under the mutex, a queued waiter implies a locked
+      baton: the baton is unlocked only under the mutex and only when nobody
+      is queued, and a waiter joins the queue only under the mutex, after
+      failing to take the baton there.  With ``barging``, the baton is also
+      unlocked when the oldest waiter is younger than the bound; that waiter
+      is then woken to compete, and any thread may take the baton first;
     * ``_holder`` is replaced by the holder itself (acquire, release) or, on a
       hand-over, under the mutex by the thread that releases.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, barging: float | None = None) -> None:
+        """``barging``: None for strict hand-off (every release with waiters hands the lock to the
+        oldest); else seconds: a release hands over only to a waiter that has waited that long, and
+        otherwise frees the lock and wakes the oldest waiter to compete for it, so that a running
+        thread may take it first (PyMutex's rule since Python 3.13, with its 1 ms).  Waiters stay
+        FIFO among themselves; nobody waits much longer than ``barging`` plus a holder's turn."""
+        if barging is not None and not barging >= 0:
+            raise ValueError(f"barging must be None or seconds >= 0, got {barging!r}")
+        self._barging = barging
         self._mutex = threading.Lock()
         self._baton = _thread.allocate_lock()
         self._holder: Permit | None = None
-        self._queue = WaitQueue(self._mutex)
+        self._queue = WaitQueue(self._mutex, self._after_leave_locked)
         # A holder may lend the lock to one permit of its own (lend()): that permit's acquire takes
         # it at once, and its release gives it back to the lender instead of handing it on.
         self._lender: Permit | None = None
@@ -286,7 +296,9 @@ class FairLock:
         """
         if cancel is not None and cancel.cancelled:
             raise WaitCancelled("the wait was cancelled before it began")
-        if self._baton.acquire(False):  # free, so nobody is queued: the common case, no mutex
+        # Free: nobody is queued (strict), or the oldest waiter is young and was woken to compete
+        # (barging). The common case, without the mutex.
+        if self._baton.acquire(False):
             # self._take(), inlined: this runs on every transaction
             if permit is None:
                 permit = Permit(get_ident(), monotonic() if now is None else now)
@@ -296,7 +308,7 @@ class FairLock:
             self._holder = permit
             return permit
         with self._mutex:
-            if self._baton.acquire(False):  # released meanwhile (and nobody queued: it is under the mutex)
+            if self._baton.acquire(False):  # released meanwhile (nobody queued, or barging is on)
                 return self._take(permit, monotonic())
             if permit is not None and permit is self._borrower and self._holder is self._lender:
                 self._holder = permit  # lent by its holder: the baton stays locked, it changes hands
@@ -305,10 +317,39 @@ class FairLock:
                 return permit
             waiter = self._queue.join_locked(cancel)
             waiter.permit = permit
+            waiter.competes = self._barging is not None
         granted: Permit = self._queue.wait(
-            waiter, timeout, give_back=self.release, statistics_locked=self._statistics_locked
+            waiter,
+            timeout,
+            give_back=self.release,
+            statistics_locked=self._statistics_locked,
+            try_take_locked=self._try_take_locked,
         )
         return granted
+
+    def _try_take_locked(self, waiter: Waiter) -> Permit | None:
+        """A waiter woken to compete takes the lock if it is still free (barging mode)."""
+        if self._baton.acquire(False):
+            return self._take(waiter.permit, monotonic())
+        return None
+
+    def _after_leave_locked(self) -> None:
+        """A waiter left the queue without the lock.  If the lock is free (barging: it was freed for
+        whoever runs first, and that waiter may have been the one woken to compete), the new oldest
+        waiter must know: woken to compete, or handed the lock if it does not compete."""
+        if self._barging is None or not self._queue.count or self._baton.locked():
+            return
+        if not self._queue.nudge_locked() and self._baton.acquire(False):
+            if not self._queue.hand_over_locked(self._grant_locked):  # pragma: no cover - count > 0
+                self._baton.release()
+
+    def _barge_locked(self) -> bool:
+        """With waiters queued, whether to free the lock for whoever runs first instead of handing
+        it over: barging mode, and the oldest waiter (woken now to compete) is younger than the bound."""
+        head = self._queue.oldest_locked()
+        if head is None or not head.competes or monotonic() - head.since >= self._barging:  # type: ignore[operator]
+            return False
+        return self._queue.nudge_locked()
 
     def _take(self, permit: Permit | None, now: float) -> Permit:
         """Record the caller, who has just taken the baton, as the holder."""
@@ -331,8 +372,9 @@ class FairLock:
                 return
             if self._lender is not None:  # the lender lets go: its loan ends with it
                 self._lender = self._borrower = None
-            if self._queue.count and self._queue.hand_over_locked(self._grant_locked):
-                return  # the baton stays locked: it went with the lock to the oldest waiter
+            if self._queue.count and (self._barging is None or not self._barge_locked()):
+                if self._queue.hand_over_locked(self._grant_locked):
+                    return  # the baton stays locked: it went with the lock to the oldest waiter
             self._holder = None  # self._release_locked(), inlined: this runs on every transaction
             self._baton.release()
 

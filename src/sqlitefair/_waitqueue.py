@@ -50,7 +50,7 @@ class LockTimeout(Exception):
 class Waiter:
     """One parked thread: what it was granted, who it is, since when."""
 
-    __slots__ = ("parker", "grant", "ident", "name", "since", "cancelled", "permit", "claimed")
+    __slots__ = ("parker", "grant", "ident", "name", "since", "cancelled", "permit", "claimed", "nudged", "competes")
 
     def __init__(self, parker: Any = None) -> None:
         if parker is None:  # a thread that parks on its own pre-acquired lock
@@ -65,6 +65,10 @@ class Waiter:
         #: Taken out of the queue by the holder, who does the waiter's work for it (combining):
         #: no timeout applies any more, and its grant comes when the work is done.
         self.claimed = False
+        #: May be woken to compete for a freed permit (``nudge_locked``), rather than only handed one:
+        #: a thread that runs ``wait`` with ``try_take_locked``; never an event loop's waiter.
+        self.competes = False
+        self.nudged = False  # woken to compete, and has not looked yet
         thread = threading.current_thread()
         self.ident = thread.ident or 0
         self.name = thread.name
@@ -121,10 +125,13 @@ def _park(parker: Any, deadline: float | None, recheck: float | None) -> bool:
 class WaitQueue:
     """Threads waiting in arrival order for grants handed over by other threads."""
 
-    __slots__ = ("_mutex", "_waiters", "count")
+    __slots__ = ("_mutex", "_waiters", "count", "_on_leave_locked")
 
-    def __init__(self, mutex: Any) -> None:
+    def __init__(self, mutex: Any, on_leave_locked: Callable[[], None] | None = None) -> None:
         self._mutex = mutex  # the owner's; held around every *_locked call
+        #: Called (under the mutex) after a waiter left without a grant (timeout, interrupt,
+        #: cancel): an owner that frees permits without handing them over (barging) wakes the next.
+        self._on_leave_locked = on_leave_locked
         self._waiters: OrderedDict[Waiter, None] = OrderedDict()
         #: len(_waiters), also read without the mutex on lock-free fast paths.
         self.count = 0
@@ -151,8 +158,13 @@ class WaitQueue:
         return waiter
 
     def remove_locked(self, waiter: Waiter) -> None:
-        """Take ``waiter`` out of the queue (nothing if it is not in it)."""
+        """Take ``waiter`` out of the queue (nothing if it is not in it): it left without a grant."""
+        self._leave_locked(waiter)
+
+    def _leave_locked(self, waiter: Waiter) -> None:
         self._remove_locked(waiter)
+        if self._on_leave_locked is not None:
+            self._on_leave_locked()
 
     def _remove_locked(self, waiter: Waiter) -> None:
         if self._waiters.pop(waiter, False) is None:
@@ -169,8 +181,33 @@ class WaitQueue:
             return False
         self._remove_locked(waiter)
         waiter.grant = grant
-        waiter.parker.release()
+        self._wake_locked(waiter)
         return True
+
+    @staticmethod
+    def _wake_locked(waiter: Waiter) -> None:
+        """Wake ``waiter`` (it then looks at its state).  A waiter nudged and not yet awake has a
+        wake-up pending already: releasing its parker twice would raise."""
+        if waiter.nudged:
+            waiter.nudged = False
+        else:
+            waiter.parker.release()
+
+    def nudge_locked(self) -> bool:
+        """Wake the oldest waiter, if it competes, to try to take what was just freed (it stays at
+        the head of the queue if somebody else takes it first); False if it does not compete."""
+        if not self._waiters:
+            return False
+        waiter = next(iter(self._waiters))
+        if not waiter.competes:
+            return False
+        if not waiter.nudged:  # once: its parker is released at most once per look
+            waiter.nudged = True
+            waiter.parker.release()
+        return True
+
+    def oldest_locked(self) -> Waiter | None:
+        return next(iter(self._waiters)) if self._waiters else None
 
     def claim_head_locked(self, wanted: Callable[[Waiter], bool]) -> Waiter | None:
         """Take the oldest waiter out of the queue if ``wanted(waiter)``, to do its work for it.
@@ -190,16 +227,16 @@ class WaitQueue:
         """Wake a claimed waiter: its work is done, ``grant`` is what its wait returns."""
         with self._mutex:
             waiter.grant = grant
-            waiter.parker.release()
+            self._wake_locked(waiter)
 
     @protected
     def cancel(self, waiter: Waiter) -> None:
         """Take ``waiter`` out of the queue and wake it, unless it was granted already."""
         with self._mutex:
             if waiter.grant is None and not waiter.cancelled and waiter in self._waiters:
-                self._remove_locked(waiter)
+                self._leave_locked(waiter)
                 waiter.cancelled = True
-                waiter.parker.release()
+                self._wake_locked(waiter)
 
     @protected
     def wait(
@@ -211,6 +248,7 @@ class WaitQueue:
         statistics_locked: Callable[[], Any],
         poll_locked: Callable[[], None] | None = None,
         recheck: float | None = None,
+        try_take_locked: Callable[[Waiter], Any] | None = None,
     ) -> Any:
         """Park ``waiter`` until it is granted something, and return that.
 
@@ -222,19 +260,32 @@ class WaitQueue:
         """
         deadline = None if timeout is None else waiter.since + max(timeout, 0.0)
         try:
-            while not _park(waiter.parker, deadline, recheck):
+            while True:
+                woken = _park(waiter.parker, deadline, recheck)
                 with self._mutex:
+                    nudged = False
+                    if woken:  # this wake-up was the pending one, if it was nudged
+                        nudged, waiter.nudged = waiter.nudged, False
                     if waiter.grant is not None or waiter.cancelled:
                         break
                     if waiter.claimed:  # its work is being done: no timeout any more
                         deadline = None
+                        continue
+                    if nudged:  # woken to compete for a freed permit
+                        grant = None if try_take_locked is None else try_take_locked(waiter)
+                        if grant is not None:
+                            self._remove_locked(waiter)
+                            waiter.grant = grant
+                            break
+                        continue  # overtaken: park again, still the oldest
+                    if woken:  # pragma: no cover - every wake-up sets grant, cancelled, claimed or nudged
                         continue
                     if poll_locked is not None:
                         poll_locked()
                         if waiter.grant is not None:
                             break
                     if deadline is not None and monotonic() >= deadline:
-                        self._remove_locked(waiter)
+                        self._leave_locked(waiter)
                         raise LockTimeout(monotonic() - waiter.since, statistics_locked())
         except LockTimeout:
             raise
@@ -243,8 +294,8 @@ class WaitQueue:
             # no stranded grant behind.
             with self._mutex:
                 grant = waiter.grant
-                if grant is None:
-                    self._remove_locked(waiter)  # (a claimed waiter is out already: its work still runs)
+                if grant is None and not waiter.claimed:
+                    self._leave_locked(waiter)  # (a claimed waiter is out already: its work still runs)
             if grant is not None and not waiter.claimed:
                 give_back(grant)
             raise

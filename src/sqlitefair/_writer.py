@@ -85,7 +85,7 @@ class WriterGate:
     """
 
     def __init__(self, pool: Pool, state: _ProcessState) -> None:
-        self.lock = FairLock()
+        self.lock = FairLock(barging=pool._barging)
         self.conn: Connection | None = None
         self._pool = pool
         self._state = state

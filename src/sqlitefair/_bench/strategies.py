@@ -188,10 +188,12 @@ class UnfairLock(Instance):
 class PoolInstance(Instance):
     """A sqlitefair pool with its defaults (one per process), on the given backend."""
 
-    def __init__(self, config: StrategyConfig, *, backend: str) -> None:
+    def __init__(self, config: StrategyConfig, *, backend: str, handoff: str = "strict") -> None:
         import sqlitefair
 
         kwargs: dict[str, Any] = {"timeout": config.timeout, "backend": backend}
+        if handoff != "strict":
+            kwargs["handoff"] = handoff
         if config.readers is not None:
             kwargs["readers"] = config.readers
         self._pool = sqlitefair.connect(config.path, **kwargs)
@@ -330,6 +332,17 @@ register(
         "sqlite3",
         lambda c: PoolInstance(c, backend="sqlite3"),
         is_sqlitefair=True,
+    )
+)
+register(
+    Strategy(
+        "sqlitefair-bounded",
+        "sqlitefair pool, handoff='bounded': a running thread may take the writer first unless the "
+        "oldest waiter waited 1 ms (stdlib sqlite3)",
+        "sqlite3",
+        lambda c: PoolInstance(c, backend="sqlite3", handoff="bounded"),
+        is_sqlitefair=True,
+        writes_only=True,
     )
 )
 for _name, _group, _how in (
