@@ -319,3 +319,60 @@ def test_a_renamed_parent_folder_is_caught_by_the_periodic_look(tmp_path: Path, 
         with pool.transaction() as conn:
             conn.execute("insert into t values (1)")
     pool.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the inotify watch is Linux-only")
+def test_a_pool_dropped_unclosed_gives_its_file_descriptors_back(tmp_path: Path) -> None:
+    """Found by review: the inotify descriptor (a per-user resource) stayed open for good."""
+    import gc
+    import warnings
+
+    pool = sqlitefair.connect(tmp_path / "app.db")
+    fds = [pool._files._fd, pool._files._inotify_fd]
+    assert None not in fds
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)  # the pool says it was not closed
+        del pool
+        gc.collect()
+    for fd in fds:
+        with pytest.raises(OSError):
+            os.fstat(fd)  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the inotify watch is Linux-only")
+def test_close_does_not_close_the_descriptors_under_a_running_file_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by review: a close() that timed out waiting for the writer closed the inotify descriptor
+    while the writer's commit was checking the file; its number, reused by another open, was then
+    read (and its data swallowed). close() must wait for the check."""
+    import threading
+    from time import monotonic
+
+    pool = sqlitefair.connect(tmp_path / "app.db")
+    files = pool._files
+    file_fd, inotify_fd = files._fd, files._inotify_fd
+    seen: list[bool] = []
+    closer = threading.Thread(target=files.close)
+    real_fstat = os.fstat
+
+    def is_open(fd: int) -> bool:
+        try:
+            real_fstat(fd)
+        except OSError:
+            return False
+        return True
+
+    def fstat_during_close(fd: int, *args: object, **kwargs: object) -> os.stat_result:
+        if fd == file_fd and not closer.is_alive() and not seen:
+            closer.start()  # close() now, while the check is running
+            closer.join(0.3)
+            seen.append(is_open(inotify_fd))  # type: ignore[arg-type]
+        return real_fstat(fd, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "fstat", fstat_during_close)
+    files.check(monotonic())
+    monkeypatch.setattr(os, "fstat", real_fstat)
+    closer.join(5)
+    pool.close()
+    assert seen == [True], "close() closed the descriptors while the check was using them"

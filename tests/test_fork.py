@@ -217,3 +217,20 @@ def test_a_fork_child_watches_the_file_with_a_queue_of_its_own(tmp_path: Path, m
         os.waitpid(pid, 0)
         pool.close()
     assert result == "refused", f"the child's commit after the deletion: {result}"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the inotify watch is Linux-only")
+def test_a_fork_child_takes_an_inotify_instance_only_when_it_writes(tmp_path: Path) -> None:
+    """Found by review: every fork child took one in the at-fork handler, idle or not (a per-user limit)."""
+    pool = _pool(tmp_path / "app.db")
+    try:
+
+        def child() -> str:
+            before = pool._files._inotify_fd
+            with pool.transaction() as conn:
+                conn.execute("insert into t values ('child')")
+            return f"{before} {pool._files._inotify_fd is not None}"
+
+        assert _fork(child) == "exit 0: None True"
+    finally:
+        pool.close()

@@ -679,3 +679,34 @@ def test_wal_reset_warning_as_error_leaves_the_pool_whole(db_path: Path) -> None
         raise
     other.close()
     pool.close(timeout=2)
+
+
+def test_a_block_looked_up_just_as_its_transaction_ends_is_not_taken_for_an_open_one(
+    make: Callable[..., sqlitefair.Pool],
+) -> None:
+    """Another thread with a copy of the context can find a block open and look at its root right
+    after the transaction ended (found by review: AttributeError on the ended root). Both lookups must
+    then treat it as another thread's transaction."""
+    from sqlitefair import _readers, _writer
+
+    pool = make()
+    with pool.transaction() as conn:
+        conn.execute("insert into t(v) values ('x')")
+        tx = _writer._current.get()
+    assert tx is not None and tx._root is _writer._ENDED  # ended, as a racing thread would find it
+    nested = pool.transaction()
+    with pytest.raises(NestingError):
+        nested._enter_savepoint(tx)  # the step after enclosing_transaction() returned tx
+    nested._entered = True
+    read = pool.read()
+    original = _readers.enclosing_transaction
+    _readers.enclosing_transaction = lambda state: tx  # type: ignore[assignment]
+    try:
+        token = _writer._current.set(tx)
+        try:
+            with read as rconn:  # a reader of its own, not the ended transaction's connection
+                assert rconn is not conn
+        finally:
+            _writer._current.reset(token)
+    finally:
+        _readers.enclosing_transaction = original  # type: ignore[assignment]

@@ -28,7 +28,7 @@ from . import _combining, _defaults, _interrupts
 from ._backends import Backend, Connection, apsw_sqlite_version, get_backend, gil_enabled, has_wal_reset_bug
 from ._busy import BusyPolicy, FairRetry
 from ._errors import ConfigurationError, PoolClosed, SqlitefairError, WalResetBugWarning
-from ._fairlock import FairSemaphore
+from ._fairlock import FairLock
 from ._files import FileWatch
 from ._interrupts import protected
 from ._opening import OnConnect, Opener, check_timeout, database_target, merge_pragmas
@@ -344,7 +344,7 @@ class Pool:
             _live_pools.discard(self)
         start = time.monotonic()
         writer, slots = state.writer, state.readers.slots
-        permits: list[tuple[FairSemaphore | FairSlots, Any]] = []
+        permits: list[tuple[FairLock | FairSlots, Any]] = []
 
         def remaining() -> float | None:
             return None if limit is None else limit - (time.monotonic() - start)

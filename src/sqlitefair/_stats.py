@@ -105,7 +105,8 @@ class _WaitSeries:
 
 
 class StatsRecorder:
-    """Thread-safe counters of one pool; every update takes one short lock.
+    """Thread-safe counters of one pool: the counters take one short lock; the write waits are
+    recorded by the writer permit's holder only, without it (see :meth:`write_served`).
 
     Read waits are not here: the reader slots record them per slot, so that a
     read takes no process-wide lock (see ``_slots``).

@@ -130,11 +130,19 @@ class WriterGate:
 
 class _EndedRoot:
     """What an outermost block's ``_root`` becomes once its transaction ended (it was the block
-    itself): no reference cycle then keeps the ended checkout alive until the cyclic GC runs."""
+    itself): no reference cycle then keeps the ended checkout alive until the cyclic GC runs.
+
+    It answers every question asked of a root: another thread holding a copy of the context may
+    find the block open (``enclosing_transaction``) and look at its root just after it ended; it
+    then sees a transaction of no thread and no task (so: not its own)."""
 
     _ended = True
     _stack: tuple[()] = ()
     _doomed = None
+    thread_ident = 0
+    _task = None
+    _conn = None
+    _state = None
 
 
 _ENDED = _EndedRoot()
