@@ -367,11 +367,11 @@ class FairLock:
         with self._mutex:
             if self._holder is not permit or permit is None:
                 raise RuntimeError("release() of a permit that is not held")
-            if permit is self._borrower:  # lent: back to the lender, who holds it on
-                self._holder = self._lender
-                return
-            if self._lender is not None:  # the lender lets go: its loan ends with it
-                self._lender = self._borrower = None
+            if self._lender is not None:  # a loan (rare: one attribute load on the common path)
+                if permit is self._borrower:  # lent: back to the lender, who holds it on
+                    self._holder = self._lender
+                    return
+                self._lender = self._borrower = None  # the lender lets go: its loan ends with it
             if self._queue.count and (self._barging is None or not self._barge_locked()):
                 if self._queue.hand_over_locked(self._grant_locked):
                     return  # the baton stays locked: it went with the lock to the oldest waiter

@@ -68,11 +68,18 @@ class _ProcessState:
         self.pid = os.getpid()
         self.mutex = threading.Lock()  # guards connections, shut_down
         self.writer = WriterGate(pool, self)
+        self.writer_lock = self.writer.lock  # (one attribute load less on every commit)
         self.readers = ReaderSet(pool, self, readers)
         self.connections: list[Connection] = []  # every open connection, for close() and fork
         self.shut_down = False  # close() ran (or gave up): returned connections get closed
         #: Set in a fork child whose parent forked with something checked out: every checkout raises it.
         self.fork_error: str | None = None
+        #: Why every write of this process is refused (the pool closed, or fork_error), as the
+        #: function that makes the error; None while writes are welcome (one check per transaction).
+        self.refusal: Callable[[], Exception] | None = None
+        #: This state belongs to a fork child of the process that made the pool: its parent may
+        #: write too (the WAL-reset warning is due at its first write).
+        self.in_fork_child = self.pid != getattr(pool, "_created_pid", self.pid)
 
 
 # Pools alive in this process, so that a fork child can reset them.
@@ -339,6 +346,7 @@ class Pool:
             if self._closed:
                 return
             self._closed = True
+            self._state.refusal = self._closed_error
         self._unclosed.detach()
         with _registry_lock:
             _live_pools.discard(self)
@@ -446,6 +454,8 @@ class Pool:
         busy = self._in_use_at_fork(old)
         inherited = list(old.connections)
         self._state = _ProcessState(self, self._readers)
+        if self._closed:  # closed before the fork: closed here too
+            self._state.refusal = self._closed_error
         self._close_lock = threading.Lock()
         self._stats = StatsRecorder()
         self._wal._stats = self._stats
@@ -460,6 +470,7 @@ class Pool:
         for conn in inherited:
             self._backend.set_holder(conn, None)  # the forking thread's ident lives on in the child
             _keep_forever(conn)
+        self._state.refusal = self._fork_error
         self._state.fork_error = (
             f"this process was forked while a thread of its parent had {busy} open on {self._name!r}. "
             "SQLite keeps its lock bookkeeping per process, so the connection copied into this child still "
@@ -469,6 +480,9 @@ class Pool:
             "child. Fork when no transaction or read of the pool is open (before starting threads that use "
             "it), or start workers with multiprocessing's 'spawn' or 'forkserver' method."
         )
+
+    def _fork_error(self) -> SqlitefairError:
+        return SqlitefairError(self._state.fork_error)
 
     def _closed_error(self) -> PoolClosed:
         return PoolClosed(f"the pool for {self._name!r} is closed; create a new one with sqlitefair.connect()")

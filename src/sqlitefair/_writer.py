@@ -71,7 +71,8 @@ def enclosing_transaction(state: _ProcessState) -> Transaction | None:
     while isinstance(tx, Transaction):  # the chain ends in None or Token.MISSING
         if tx._state is state and not tx._ended and not tx._root._ended:  # type: ignore[union-attr]
             return tx
-        tx = tx._outer
+        token = tx._token
+        tx = None if token is None else token.old_value
     return None
 
 
@@ -161,12 +162,17 @@ class Transaction(Permit):
     transaction makes no separate permit object.
     """
 
-    # Slots, each set in __init__ (none a class-level default): slot loads and stores are the
-    # interpreter's cheapest, on every build; a class-level default would make them generic.
-    __slots__ = (
-        "_pool", "_timeout", "_cancel", "_state", "_conn", "_root", "_stack", "_savepoint",
-        "_outer", "_token", "_entered", "_ended", "_doomed", "_task",
-    )
+    # The fields of the common path are slots, each set in __init__ (none a class-level default):
+    # slot loads and stores are the interpreter's cheapest on every build, and a class-level
+    # default would make them generic.  Fields that an outermost block outside an event loop
+    # only reads, or never touches, are class-level defaults instead (set, they go to the
+    # instance's __dict__): every store saved counts on the free-threaded build, where none is
+    # specialised.
+    __slots__ = ("_pool", "_timeout", "_state", "_conn", "_root", "_stack", "_token", "_ended", "__dict__")
+    _savepoint: str | None = None  # a nested block's SAVEPOINT name
+    _task: object = None  # the asyncio task that entered the outermost block (None outside a loop)
+    _doomed: str | None = None  # why the transaction can only roll back (its blocks were interleaved)
+    _cancel: CancelScope | None = None  # lets another thread (the asyncio facade) take it out of the queue
 
     #: Whether entering records a write wait in the pool's statistics (a combiner's transactions,
     #: which run calls whose waits it recorded itself, do not).  A class attribute: slots hide none.
@@ -175,48 +181,42 @@ class Transaction(Permit):
     def __init__(self, pool: Pool, timeout: float | None, cancel: CancelScope | None = None) -> None:
         self._pool = pool
         self._timeout = timeout
-        self._cancel = cancel  # lets another thread (the asyncio facade) take this waiter out of the queue
-        self._state: _ProcessState | None = None
+        if cancel is not None:
+            self._cancel = cancel
+        self._state: _ProcessState | None = None  # set on entering: "entered" is "_state is not None"
         self._conn: Connection | None = None
         self._root: Transaction | _EndedRoot | None = None
         self._stack: list[Transaction] | tuple[()] = ()  # the outermost block's open blocks, outermost first
-        self._savepoint: str | None = None  # a nested block's SAVEPOINT name
-        self._outer: Any = None  # the context's innermost block before this one (or None / Token.MISSING)
-        self._token: Any = None  # the ContextVar token that made this block the innermost
-        self._entered = False
+        # The ContextVar token that made this block the innermost; kept after the block ended, since
+        # its old_value (the block before, or Token.MISSING) links the context's chain of blocks.
+        self._token: Any = None
         self._ended = False
-        self._doomed: str | None = None
-        self._task: object = None  # the asyncio task that entered it (None outside an event loop)
         # Permit's thread_ident (the thread that entered the outermost block) and since are set by
         # the writer lock at the grant, and read only after it.
 
     def __repr__(self) -> str:
-        kind = "ended" if self._ended else "open" if self._entered else "not entered"
+        kind = "ended" if self._ended else "open" if self._state is not None else "not entered"
         return f"<sqlitefair transaction of {self._pool.path!r}, {kind}>"
 
     # -- entering -----------------------------------------------------------------
 
     @protected
     def __enter__(self) -> Connection:
-        if self._entered:
+        if self._state is not None:
             raise SqlitefairError("this transaction() context was already entered; call pool.transaction() again")
-        self._entered = True
         pool = self._pool
-        state = pool._state
+        state = self._state = pool._state
         if _current.get() is not None:  # inside some block of this context: nested, if it is ours
             parent = enclosing_transaction(state)
             if parent is not None:
                 return self._enter_savepoint(parent)
         # The outermost block (written out here rather than in a helper: this runs on every transaction).
-        if pool._closed:
-            raise pool._closed_error()
-        if state.fork_error is not None:
-            raise SqlitefairError(state.fork_error)
+        if state.refusal is not None:  # the pool closed, or a fork child that may not write
+            raise state.refusal()
         gate = state.writer
         start = monotonic()
         timeout = self._timeout
         deadline = None if timeout is None else start + timeout
-        self._state = state
         try:
             try:
                 # The checkout is its own permit, and the lock's record of its holder is the record:
@@ -248,8 +248,7 @@ class Transaction(Permit):
             loop = _running_loop()  # _task(), inlined: outside an event loop this is all it costs
             if loop is not None:
                 self._task = current_task(loop)
-            self._token = token = _current.set(self)
-            self._outer = token.old_value  # Token.MISSING at the outermost: enclosing_transaction() stops there
+            self._token = _current.set(self)  # its old_value: Token.MISSING at the outermost
             # Statistics and warnings last: if a warning is an error here, the handler below rolls back.
             if retries:  # waited for another connection's lock since the permit was granted
                 now = monotonic()
@@ -257,7 +256,7 @@ class Transaction(Permit):
                 pool._saw_other_writer()
             elif self._records_wait:  # the wait in the queue (none when the writer was free)
                 pool._stats.write_waited(self.since - start)
-                if state.pid != pool._created_pid:
+                if state.in_fork_child:
                     pool._saw_other_writer()
             return conn  # inside the try: an exception even here gives everything back
         except BaseException:
@@ -299,8 +298,7 @@ class Transaction(Permit):
             self._pool._backend.execute(conn, f"SAVEPOINT {name}")
             self._savepoint = name
             root._stack.append(self)
-            self._token = token = _current.set(self)
-            self._outer = token.old_value
+            self._token = _current.set(self)
             return conn
         except BaseException:
             self._leave()
@@ -328,7 +326,44 @@ class Transaction(Permit):
                 intact = False
             problem = None if intact else self._problem()
             if exc_type is None and problem is None:
-                self._commit()  # and hands the writer on
+                # Commit: check the file, COMMIT, keep the WAL bounded, hand the writer on (written
+                # out here, not in a helper: this runs on every transaction).
+                pool = self._pool
+                start = monotonic()
+                files = pool._files  # files.check_before_commit(start), inlined: never commit into a deleted file
+                if files.changed(0) or start >= files.due:
+                    files.check(start)
+                if _deferred:
+                    raise_if_deferred()  # a Ctrl-C that arrived while this block was ending rolls it back
+                timeout = self._timeout
+                try:
+                    # COMMIT can only meet SQLITE_BUSY outside WAL mode (waiting for readers to leave).
+                    pool._backend.begin(conn, "COMMIT", pool._policy, None if timeout is None else start + timeout)
+                except BusyTimeout as exc:
+                    pool._stats.add("write_timeouts")
+                    pool._stats.add("busy_retries", exc.retries)
+                    raise busy_timeout_error(
+                        pool._backend, pool._name, pool._policy, "commit", exc, start, None if timeout is None else start + timeout
+                    ) from exc.__cause__
+                state = self._state
+                assert state is not None
+                wal = pool._wal
+                if wal.due <= start:
+                    wal.after_commit(conn, state.readers.slots)
+                # Committed: hand the writer on, nothing to roll back.  The same steps as _give_back(),
+                # straight; if anything here is cut short, __exit__'s handler runs _give_back() to finish.
+                if state.shut_down:
+                    self._give_back()
+                    return
+                conn._sf_holder = None  # backend.set_holder(), inlined
+                del self._stack[0]
+                try:  # (the token stays: a give-back after this resets it again, which raises and is caught)
+                    _current.reset(self._token)
+                except (ValueError, RuntimeError):  # ended in another context: see _leave
+                    pass
+                self._ended = True
+                state.writer_lock.release(self)
+                self._root = _ENDED  # no longer itself: no reference cycle
                 return
             self._give_back()  # rolls back whatever was not committed
             if problem is not None and exc_type is None:
@@ -401,48 +436,6 @@ class Transaction(Permit):
                 "(blocks exited out of order, e.g. from interleaved generators); it was rolled back."
             )
         return None
-
-    def _commit(self) -> None:
-        """Check the file, COMMIT, keep the WAL bounded, hand the writer on: the common path, straight."""
-        pool = self._pool
-        conn = self._conn
-        start = monotonic()
-        files = pool._files  # files.check_before_commit(start), inlined: never commit into a deleted file
-        if files.changed(0) or start >= files.due:
-            files.check(start)
-        if _deferred:
-            raise_if_deferred()  # a Ctrl-C that arrived while this block was ending rolls it back
-        timeout = self._timeout
-        try:
-            # COMMIT can only meet SQLITE_BUSY outside WAL mode (waiting for readers to leave).
-            pool._backend.begin(conn, "COMMIT", pool._policy, None if timeout is None else start + timeout)
-        except BusyTimeout as exc:
-            pool._stats.add("write_timeouts")
-            pool._stats.add("busy_retries", exc.retries)
-            raise busy_timeout_error(
-                pool._backend, pool._name, pool._policy, "commit", exc, start, None if timeout is None else start + timeout
-            ) from exc.__cause__
-        state = self._state
-        assert state is not None
-        wal = pool._wal
-        if wal.due <= start:
-            wal.after_commit(conn, state.readers.slots)
-        # Committed: hand the writer on, nothing to roll back.  The same steps as _give_back(),
-        # straight; if anything here is cut short, __exit__'s handler runs _give_back() to finish.
-        if state.shut_down:
-            self._give_back()
-            return
-        conn._sf_holder = None  # backend.set_holder(), inlined
-        del self._stack[0]
-        token = self._token
-        self._token = None
-        try:
-            _current.reset(token)
-        except (ValueError, RuntimeError):  # ended in another context: see _leave
-            pass
-        self._ended = True
-        state.writer.lock.release(self)
-        self._root = _ENDED  # no longer itself: no reference cycle
 
     @protected
     def _give_back(self) -> None:
@@ -552,12 +545,13 @@ class Transaction(Permit):
                 del stack[-1]
             elif self in stack:
                 stack.remove(self)
-        token, self._token = self._token, None
-        if token is not None:
+        token = self._token
+        if token is not None and not self._ended:
             try:
                 _current.reset(token)
             except (ValueError, RuntimeError):
-                # Ended in another context than it began in (another thread, a generator resumed
-                # elsewhere): that context still names this checkout, which lookups skip once ended.
+                # Used already (a give-back repeating a commit's steps), or ended in another context
+                # than it began in (another thread, a generator resumed elsewhere): that context still
+                # names this checkout, which lookups skip once ended.
                 pass
         self._ended = True
