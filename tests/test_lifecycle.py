@@ -333,3 +333,23 @@ def test_connect_waits_for_another_connections_exclusive_lock(db_path: Path) -> 
     finally:
         timer.join()
         other.close()
+
+
+def test_a_relative_path_keeps_naming_the_same_file_after_chdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Connections opened after os.chdir() open the file the pool was made for (they re-resolved
+    the relative path, opened another file, and the pool reported its file deleted)."""
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    home.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(home)
+    pool = sqlitefair.connect("app.db", readers=1)
+    try:
+        with pool.transaction() as conn:
+            conn.execute("create table t(v)")
+            conn.execute("insert into t values (1)")
+        monkeypatch.chdir(elsewhere)
+        with pool.read() as conn:  # the reader connection is opened now
+            assert conn.execute("select count(*) from t").fetchone()[0] == 1
+        assert not (elsewhere / "app.db").exists()
+    finally:
+        pool.close()

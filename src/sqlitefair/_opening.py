@@ -110,7 +110,8 @@ def database_target(path: object) -> tuple[str, bool, str]:
     if text.startswith("file:"):
         refuse_read_only_uri(text)
         return text, True, text
-    return text, False, os.path.abspath(text)
+    absolute = os.path.abspath(text)  # resolved once: a later os.chdir() must not move the pool
+    return absolute, False, absolute
 
 
 def refuse_read_only_uri(uri: str) -> None:
