@@ -184,7 +184,8 @@ async def list_items(request: Request) -> JSONResponse:
 def insert_next_item(conn: Any, name: str) -> tuple[int, int]:
     (value,) = conn.execute(READ_COUNTER).fetchone()
     seq = value + 1
-    item_id = conn.execute(INSERT_ITEM, (name, seq)).lastrowid
+    # RETURNING, not cursor.lastrowid: an apsw cursor has none (this runs on either backend).
+    (item_id,) = conn.execute(INSERT_ITEM + " RETURNING id", (name, seq)).fetchone()
     conn.execute(UPDATE_COUNTER, (seq,))
     return item_id, seq
 
