@@ -446,3 +446,19 @@ def test_gil_flag_on_a_real_free_threaded_build(monkeypatch: pytest.MonkeyPatch,
     assert cell["free_threaded_build"] and cell["gil_reenabled"]
     text = report.render(result)
     assert "sqlitefair [GIL ON!]" in text and "PYTHON_GIL=1" in text
+
+
+# -- what the command says about itself ------------------------------------------
+
+
+def _bench_help(capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--help"])
+    assert exit_info.value.code == 0
+    return " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+
+
+def test_help_shows_plain_percent_signs(capsys: pytest.CaptureFixture[str]) -> None:
+    text = _bench_help(capsys)
+    assert "90% reads" in text
+    assert "%%" not in text

@@ -100,8 +100,8 @@ def add_subparser(subparsers: Any) -> argparse.ArgumentParser:
             "the table to stdout."
         ),
         epilog=(
-            "workloads: write (read a row, insert a row, commit), read (300-row range queries), mixed (90%% reads, "
-            "10%% writes), procs (write in several processes), insert (one-row insert, 1 thread: overhead), short "
+            "workloads: write (read a row, insert a row, commit), read (300-row range queries), mixed (90% reads, "
+            "10% writes), procs (write in several processes), insert (one-row insert, 1 thread: overhead), short "
             "(~10 us transactions vs an unfair lock), micro (insert@1, read@1, short@16). "
             "Examples: sqlitefair bench --workload write --threads 1,2,4,8,16,32 --repeats 3 --out results; "
             "sqlitefair bench --workload read --threads 1,2 --python auto"
