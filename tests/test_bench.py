@@ -462,3 +462,23 @@ def test_help_shows_plain_percent_signs(capsys: pytest.CaptureFixture[str]) -> N
     text = _bench_help(capsys)
     assert "90% reads" in text
     assert "%%" not in text
+
+
+def test_workload_descriptions_come_from_the_workloads(capsys: pytest.CaptureFixture[str]) -> None:
+    from sqlitefair._bench.workloads import WRITE_READS
+
+    assert f"reads {WRITE_READS} rows" in WORKLOADS["write"].description
+    mixed = WORKLOADS["mixed"]
+    assert f"{1 - mixed.write_share:.0%} reads" in mixed.description and f"{mixed.write_share:.0%} write" in mixed.description
+    text = _bench_help(capsys)
+    assert main(["bench", "--list"]) == 0
+    listed = " ".join(capsys.readouterr().out.split())
+    for w in WORKLOADS.values():
+        assert w.description in text, w.name
+        assert w.description in listed, w.name
+    assert "read a row" not in text
+    cell = {"workload": "write", "threads": 2, "processes": 1, "duration": 1.0, "repeats": 1}
+    assert WORKLOADS["write"].description in report.group_title(cell)
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md").read_text()
+    for name, w in WORKLOADS.items():
+        assert f"| `{name}` | {w.description} |" in docs

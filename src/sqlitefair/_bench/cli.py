@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import textwrap
 import time
 from typing import Any, Callable, Sequence
 
@@ -91,21 +93,32 @@ def _strategy_choices() -> Sequence[str]:
 
 def add_subparser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``bench`` on the ``sqlitefair`` command's subparsers."""
+    from .workloads import WORKLOADS
+
+    description = (
+        "Compare sqlitefair with plain sqlite3 usage on identical work. With no options: write contention "
+        "at 16 threads for every write strategy, 3 s each (well under a minute). Progress goes to stderr, "
+        "the table to stdout."
+    )
+    # One line per workload, from the Workload objects themselves, so that the help says what runs.
+    workloads = [f"  {name:<8} {w.description}" for name, w in WORKLOADS.items()]
+    workloads.append(f"  {'micro':<8} insert@1, read@1, short@16")
+    epilog = "\n".join(
+        [
+            "workloads (--workload):",
+            *workloads,
+            "",
+            "examples:",
+            "  sqlitefair bench --workload write --threads 1,2,4,8,16,32 --repeats 3 --out results",
+            "  sqlitefair bench --workload read --threads 1,2 --python auto",
+        ]
+    )
     p: argparse.ArgumentParser = subparsers.add_parser(
         "bench",
         help="measure write contention, read scaling and fairness on your disk",
-        description=(
-            "Compare sqlitefair with plain sqlite3 usage on identical work. With no options: write contention "
-            "at 16 threads for every write strategy, 3 s each (well under a minute). Progress goes to stderr, "
-            "the table to stdout."
-        ),
-        epilog=(
-            "workloads: write (read a row, insert a row, commit), read (300-row range queries), mixed (90% reads, "
-            "10% writes), procs (write in several processes), insert (one-row insert, 1 thread: overhead), short "
-            "(~10 us transactions vs an unfair lock), micro (insert@1, read@1, short@16). "
-            "Examples: sqlitefair bench --workload write --threads 1,2,4,8,16,32 --repeats 3 --out results; "
-            "sqlitefair bench --workload read --threads 1,2 --python auto"
-        ),
+        description=textwrap.fill(description, width=min(shutil.get_terminal_size().columns, 100) - 2),
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--workload", "-w", type=_names("workload", _workload_choices), action="append", metavar="NAME[,NAME]",
                    help="workload(s), comma-separated or repeated (default: write)")
