@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from sqlitefair._bench import interpreters as interp_mod  # noqa: E402
 from sqlitefair._bench import report  # noqa: E402
-from sqlitefair._bench.plan import Cell, PlanOptions, build_plan, estimate_seconds  # noqa: E402
+from sqlitefair._bench.plan import MICRO_DESCRIPTION, Cell, PlanOptions, build_plan, estimate_seconds  # noqa: E402
 from sqlitefair._bench.plots import plot_all  # noqa: E402
 from sqlitefair._bench.runner import RunSettings, run_benchmark  # noqa: E402
 from sqlitefair._bench.targets import GOALS  # noqa: E402
@@ -206,6 +206,7 @@ def render_markdown(result: dict[str, Any] | None, images: list[str], image_pref
         "| --- | --- |",
     ]
     lines += [f"| `{name}` | {w.description} |" for name, w in WORKLOADS.items()]
+    lines += [f"| `micro` | {MICRO_DESCRIPTION} |"]
     lines += [
         "",
         "Per cell: throughput (transactions committed inside the window, per second); latency p50/p99/p99.9/max "

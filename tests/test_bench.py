@@ -482,3 +482,26 @@ def test_workload_descriptions_come_from_the_workloads(capsys: pytest.CaptureFix
     docs = (Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md").read_text()
     for name, w in WORKLOADS.items():
         assert f"| `{name}` | {w.description} |" in docs
+
+
+def _run_all_module() -> Any:
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "run_all.py"
+    spec = importlib.util.spec_from_file_location("_run_all_for_tests", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_micro_is_documented(capsys: pytest.CaptureFixture[str]) -> None:
+    says = ("insert at 1 thread", "read at 1 thread", "short at 16 threads")
+    text = _bench_help(capsys)
+    assert main(["bench", "--list"]) == 0
+    listed = " ".join(capsys.readouterr().out.split())
+    generated = _run_all_module().render_markdown(None, [], "")
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md").read_text()
+    for where in (text, listed, generated, docs):
+        assert "micro" in where
+        assert all(s in where for s in says)
+    row = next(line for line in generated.splitlines() if line.startswith("| `micro` |"))
+    assert row in docs

@@ -93,6 +93,7 @@ def _strategy_choices() -> Sequence[str]:
 
 def add_subparser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``bench`` on the ``sqlitefair`` command's subparsers."""
+    from .plan import MICRO_DESCRIPTION
     from .workloads import WORKLOADS
 
     description = (
@@ -102,7 +103,7 @@ def add_subparser(subparsers: Any) -> argparse.ArgumentParser:
     )
     # One line per workload, from the Workload objects themselves, so that the help says what runs.
     workloads = [f"  {name:<8} {w.description}" for name, w in WORKLOADS.items()]
-    workloads.append(f"  {'micro':<8} insert@1, read@1, short@16")
+    workloads.append(f"  {'micro':<8} {MICRO_DESCRIPTION}")
     epilog = "\n".join(
         [
             "workloads (--workload):",
@@ -121,7 +122,8 @@ def add_subparser(subparsers: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--workload", "-w", type=_names("workload", _workload_choices), action="append", metavar="NAME[,NAME]",
-                   help="workload(s), comma-separated or repeated (default: write)")
+                   help=f"workload(s), comma-separated or repeated: {', '.join(WORKLOADS)}, or micro (the overhead "
+                   "goals' cells); each is described below (default: write)")
     p.add_argument("--threads", "-t", type=_int_list("thread count", MAX_THREADS), action="append", metavar="N[,N]",
                    help="thread counts per process, e.g. 1,2,4,8,16,32 (default: 16)")
     p.add_argument("--processes", "-p", type=_int_list("process count", MAX_PROCESSES), action="append", metavar="N[,N]",
@@ -187,14 +189,14 @@ def _check_paths(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
 
 
 def _list() -> int:
-    from .plan import MICRO, default_strategies
+    from .plan import MICRO_DESCRIPTION, default_strategies
     from .strategies import STRATEGIES
     from .workloads import WORKLOADS
 
     print("workloads:")
     for name, w in WORKLOADS.items():
         print(f"  {name:<8} {w.description}; compares {', '.join(default_strategies(name))}")
-    print(f"  {'micro':<8} " + ", ".join(f"{n} at {t} thread{'s' if t > 1 else ''}" for n, t in MICRO))
+    print(f"  {'micro':<8} {MICRO_DESCRIPTION}; each compares its workload's strategies")
     print("strategies:")
     for name, s in STRATEGIES.items():
         reason = s.unavailable()

@@ -12,10 +12,16 @@ from dataclasses import asdict, dataclass, field
 from .strategies import STRATEGIES
 from .workloads import WORKLOADS
 
-__all__ = ("Cell", "PlanOptions", "build_plan", "default_strategies", "WORKLOAD_CHOICES", "MICRO")
+__all__ = ("Cell", "PlanOptions", "build_plan", "default_strategies", "WORKLOAD_CHOICES", "MICRO", "MICRO_DESCRIPTION")
 
 #: ``--workload micro``: the three overhead scenarios of the published targets.
 MICRO: tuple[tuple[str, int], ...] = (("insert", 1), ("read", 1), ("short", 16))
+#: What ``micro`` runs, for ``--help``, ``--list`` and docs/benchmarks.md.
+MICRO_DESCRIPTION = (
+    "the overhead goals' cells in one run: "
+    + ", ".join(f"{name} at {threads} thread{'s' if threads > 1 else ''}" for name, threads in MICRO)
+    + " (--threads does not apply)"
+)
 WORKLOAD_CHOICES: tuple[str, ...] = (*WORKLOADS, "micro")
 
 #: Seconds a cell needs beyond its duration (processes starting, database seeding), for estimates.
