@@ -21,7 +21,7 @@ import pytest
 
 from sqlitefair.__main__ import main
 from sqlitefair._bench import environment, interpreters, metrics, report, targets
-from sqlitefair._bench.plan import Cell, PlanOptions, build_plan, default_strategies
+from sqlitefair._bench.plan import Cell, PlanOptions, build_plan, default_strategies, plan_notes
 from sqlitefair._bench.runner import RunSettings, run_benchmark
 from sqlitefair._bench.strategies import STRATEGIES, classify_error
 from sqlitefair._bench.workloads import (
@@ -505,3 +505,13 @@ def test_micro_is_documented(capsys: pytest.CaptureFixture[str]) -> None:
         assert all(s in where for s in says)
     row = next(line for line in generated.splitlines() if line.startswith("| `micro` |"))
     assert row in docs
+
+
+def test_insert_runs_on_one_thread_unless_asked() -> None:
+    cells = build_plan(PlanOptions(workloads=("insert", "write")))
+    assert {(c.workload, c.threads) for c in cells} == {("insert", 1), ("write", 16)}
+    asked = PlanOptions(workloads=("insert",), threads=(4,))
+    assert {c.threads for c in build_plan(asked)} == {4}  # what the user asked for
+    (note,) = plan_notes(asked)
+    assert "insert" in note and "4 threads" in note and "--threads" in note
+    assert plan_notes(PlanOptions(workloads=("insert",))) == []

@@ -125,7 +125,7 @@ def add_subparser(subparsers: Any) -> argparse.ArgumentParser:
                    help=f"workload(s), comma-separated or repeated: {', '.join(WORKLOADS)}, or micro (the overhead "
                    "goals' cells); each is described below (default: write)")
     p.add_argument("--threads", "-t", type=_int_list("thread count", MAX_THREADS), action="append", metavar="N[,N]",
-                   help="thread counts per process, e.g. 1,2,4,8,16,32 (default: 16)")
+                   help="thread counts per process, e.g. 1,2,4,8,16,32 (default: 16; insert: 1)")
     p.add_argument("--processes", "-p", type=_int_list("process count", MAX_PROCESSES), action="append", metavar="N[,N]",
                    help="process counts for the procs workload (default: 8)")
     p.add_argument("--threads-per-process", type=_positive_int("threads per process", MAX_THREADS), default=2, metavar="N",
@@ -223,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
     _check_paths(args, parser)
 
     from . import interpreters as interp_mod
-    from .plan import PlanOptions, build_plan, estimate_seconds
+    from .plan import PlanOptions, build_plan, estimate_seconds, plan_notes
     from .report import render, write_json
     from .runner import RunSettings, run_benchmark
 
@@ -234,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
 
     options = PlanOptions(
         workloads=_flatten(args.workload, ("write",)),
-        threads=_flatten(args.threads, (16,)),
+        threads=_flatten(args.threads, ()) or None,
         processes=_flatten(args.processes, (8,)),
         threads_per_process=args.threads_per_process,
         duration=args.duration,
@@ -242,6 +242,8 @@ def run(args: argparse.Namespace) -> int:
         strategies=_flatten(args.strategies, ()) or None,
     )
     cells = build_plan(options)
+    for note in plan_notes(options):
+        progress(note + "\n")
     chosen: list[interp_mod.Interpreter] = []
     for path in args.python or []:
         if path == "auto":
@@ -262,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
     settings = RunSettings(db_path=args.db, progress=progress, seed=args.seed)
     record = {
         "workloads": list(options.workloads),
-        "threads": list(options.threads),
+        "threads": list(options.threads) if options.threads else None,
         "processes": list(options.processes),
         "threads_per_process": options.threads_per_process,
         "duration": options.duration,

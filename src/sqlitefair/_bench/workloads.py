@@ -98,6 +98,8 @@ class Workload:
     readers_follow_threads: bool = False
     #: How committed writes are counted in the file afterwards: "items" rows or the "counters" sum.
     verify: str = "items"
+    #: Thread counts it runs at unless ``--threads`` says otherwise.
+    default_threads: tuple[int, ...] = (16,)
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -149,7 +151,14 @@ WORKLOADS: dict[str, Workload] = {
             None,
             cross_process=True,
         ),
-        Workload("insert", "single-thread overhead: a one-row insert per transaction", 1.0, insert_one, None),
+        Workload(
+            "insert",
+            "single-thread overhead: a one-row insert per transaction",
+            1.0,
+            insert_one,
+            None,
+            default_threads=(1,),
+        ),
         Workload(
             "short",
             "very short transactions: one indexed UPDATE (~10 us of work)",
