@@ -515,3 +515,15 @@ def test_insert_runs_on_one_thread_unless_asked() -> None:
     (note,) = plan_notes(asked)
     assert "insert" in note and "4 threads" in note and "--threads" in note
     assert plan_notes(PlanOptions(workloads=("insert",))) == []
+
+
+def test_header_counts_the_runs_the_progress_counts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    code = main(["bench", "-d", "0.05", "-t", "1", "-r", "2", "-s", "sqlitefair", "--db", str(tmp_path / "b.db")])
+    err = capsys.readouterr().err
+    assert code == 0
+    header = err.splitlines()[0]
+    total = re.search(r"\[1/(\d+)\]", err)
+    assert total is not None and total.group(1) == "2"  # one cell, two repeats
+    assert re.search(r"= 2 runs\b", header), header

@@ -223,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
     _check_paths(args, parser)
 
     from . import interpreters as interp_mod
-    from .plan import PlanOptions, build_plan, estimate_seconds, plan_notes
+    from .plan import PlanOptions, build_plan, count_runs, estimate_seconds, plan_notes
     from .report import render, write_json
     from .runner import RunSettings, run_benchmark
 
@@ -257,8 +257,13 @@ def run(args: argparse.Namespace) -> int:
         if args.python:
             progress("using this interpreter instead\n")
         chosen = [interp_mod.current()]
+    def plural(n: int, word: str) -> str:
+        return f"{n} {word}{'' if n == 1 else 's'}"
+
+    # The same total as the progress counter [k/total]: cells x repeats x interpreters.
     progress(
-        f"sqlitefair bench: {len(cells)} cell(s) x {len(chosen)} interpreter(s), about "
+        f"sqlitefair bench: {plural(len(cells), 'cell')} x {plural(options.repeats, 'run')} each x "
+        f"{plural(len(chosen), 'interpreter')} = {plural(count_runs(cells, len(chosen)), 'run')}, about "
         f"{estimate_seconds(cells, len(chosen)):.0f} s\n"
     )
     settings = RunSettings(db_path=args.db, progress=progress, seed=args.seed)

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from .strategies import STRATEGIES
 from .workloads import WORKLOADS
 
-__all__ = ("Cell", "PlanOptions", "build_plan", "default_strategies", "WORKLOAD_CHOICES", "MICRO", "MICRO_DESCRIPTION", "plan_notes")
+__all__ = ("Cell", "PlanOptions", "build_plan", "default_strategies", "WORKLOAD_CHOICES", "MICRO", "MICRO_DESCRIPTION", "plan_notes", "count_runs")
 
 #: ``--workload micro``: the three overhead scenarios of the published targets.
 MICRO: tuple[tuple[str, int], ...] = (("insert", 1), ("read", 1), ("short", 16))
@@ -128,6 +128,11 @@ def plan_notes(options: PlanOptions) -> list[str]:
                 f"runs at {_threads_text(workload.default_threads)} ({workload.description})"
             )
     return notes
+
+
+def count_runs(cells: list[Cell], interpreters: int = 1) -> int:
+    """How many runs a plan makes: every cell's repeats, in every interpreter (the progress counter's total)."""
+    return interpreters * sum(c.repeats for c in cells)
 
 
 def estimate_seconds(cells: list[Cell], interpreters: int = 1) -> float:
