@@ -527,3 +527,25 @@ def test_header_counts_the_runs_the_progress_counts(tmp_path: Path, capsys: pyte
     total = re.search(r"\[1/(\d+)\]", err)
     assert total is not None and total.group(1) == "2"  # one cell, two repeats
     assert re.search(r"= 2 runs\b", header), header
+
+
+def test_read_scaling_plot_of_a_gil_only_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from sqlitefair._bench import plots
+
+    plt = plots._pyplot()
+    kept: list[Any] = []
+    monkeypatch.setattr(plt, "close", kept.append)  # keep the figure to look at it
+    cells = [
+        {"interpreter": "3.13.15", "workload": "read", "strategy": name, "threads": threads,
+         "median": {"read": {"throughput": 1000.0 * threads}}}
+        for name in ("stdlib-immediate", "sqlitefair") for threads in (1, 2)
+    ]
+    result = {"host": {"cpus": 2}, "interpreters": [{"label": "3.13.15", "free_threaded_build": False}], "cells": cells}
+    assert plots.plot_read_scaling(result, str(tmp_path))
+    (fig,) = kept
+    top = fig.axes[0]
+    assert "free-threaded" not in top.get_title() and "3.13.15" in top.get_title()
+    colours = [line.get_color() for line in top.get_lines()]
+    assert len(colours) == 2 and len(set(colours)) == 2
+    plt.close(fig)
