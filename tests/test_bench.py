@@ -549,3 +549,12 @@ def test_read_scaling_plot_of_a_gil_only_run(monkeypatch: pytest.MonkeyPatch, tm
     colours = [line.get_color() for line in top.get_lines()]
     assert len(colours) == 2 and len(set(colours)) == 2
     plt.close(fig)
+
+
+def test_goals_table_is_about_the_project() -> None:
+    target = {"id": "short.throughput", "status": "MISS", "what": "short, 16 threads: throughput vs unfair lock",
+              "strategy": "sqlitefair", "interpreter": "3.13.15", "goal": ">= 90%", "figure": "77%", "notes": []}
+    text = report.render_targets({"targets": [target]})
+    assert text.startswith("project goals (judged on this run)")
+    assert "MISS: below the project's goal on this run" in text
+    assert "\ngoals" not in "\n" + text
