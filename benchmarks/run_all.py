@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from sqlitefair._bench import interpreters as interp_mod  # noqa: E402
 from sqlitefair._bench import report  # noqa: E402
-from sqlitefair._bench.plan import Cell, PlanOptions, build_plan, estimate_seconds  # noqa: E402
+from sqlitefair._bench.plan import MICRO_DESCRIPTION, Cell, PlanOptions, build_plan, count_runs, estimate_seconds  # noqa: E402
 from sqlitefair._bench.plots import plot_all  # noqa: E402
 from sqlitefair._bench.runner import RunSettings, run_benchmark  # noqa: E402
 from sqlitefair._bench.targets import GOALS  # noqa: E402
@@ -206,6 +206,7 @@ def render_markdown(result: dict[str, Any] | None, images: list[str], image_pref
         "| --- | --- |",
     ]
     lines += [f"| `{name}` | {w.description} |" for name, w in WORKLOADS.items()]
+    lines += [f"| `micro` | {MICRO_DESCRIPTION} |"]
     lines += [
         "",
         "Per cell: throughput (transactions committed inside the window, per second); latency p50/p99/p99.9/max "
@@ -294,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
             if not chosen:
                 progress("no interpreters discovered: using this one (no GIL vs free-threaded comparison)\n")
                 chosen = [interp_mod.current()]
-        progress(f"{len(cells)} cells x {len(chosen)} interpreters, about {estimate_seconds(cells, len(chosen)) / 60:.0f} min\n")
+        progress(f"{len(cells)} cells x {matrix['repeats']} runs each x {len(chosen)} interpreters = "
+                 f"{count_runs(cells, len(chosen))} runs, about {estimate_seconds(cells, len(chosen)) / 60:.0f} min\n")
         try:
             load = os.getloadavg()[0]
             if load > 0.5:

@@ -21,7 +21,7 @@ import pytest
 
 from sqlitefair.__main__ import main
 from sqlitefair._bench import environment, interpreters, metrics, report, targets
-from sqlitefair._bench.plan import Cell, PlanOptions, build_plan, default_strategies
+from sqlitefair._bench.plan import Cell, PlanOptions, build_plan, default_strategies, plan_notes
 from sqlitefair._bench.runner import RunSettings, run_benchmark
 from sqlitefair._bench.strategies import STRATEGIES, classify_error
 from sqlitefair._bench.workloads import (
@@ -446,3 +446,115 @@ def test_gil_flag_on_a_real_free_threaded_build(monkeypatch: pytest.MonkeyPatch,
     assert cell["free_threaded_build"] and cell["gil_reenabled"]
     text = report.render(result)
     assert "sqlitefair [GIL ON!]" in text and "PYTHON_GIL=1" in text
+
+
+# -- what the command says about itself ------------------------------------------
+
+
+def _bench_help(capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--help"])
+    assert exit_info.value.code == 0
+    return " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+
+
+def test_help_shows_plain_percent_signs(capsys: pytest.CaptureFixture[str]) -> None:
+    text = _bench_help(capsys)
+    assert "90% reads" in text
+    assert "%%" not in text
+
+
+def test_workload_descriptions_come_from_the_workloads(capsys: pytest.CaptureFixture[str]) -> None:
+    from sqlitefair._bench.workloads import WRITE_READS
+
+    assert f"reads {WRITE_READS} rows" in WORKLOADS["write"].description
+    mixed = WORKLOADS["mixed"]
+    assert f"{1 - mixed.write_share:.0%} reads" in mixed.description and f"{mixed.write_share:.0%} write" in mixed.description
+    text = _bench_help(capsys)
+    assert main(["bench", "--list"]) == 0
+    listed = " ".join(capsys.readouterr().out.split())
+    for w in WORKLOADS.values():
+        assert w.description in text, w.name
+        assert w.description in listed, w.name
+    assert "read a row" not in text
+    cell = {"workload": "write", "threads": 2, "processes": 1, "duration": 1.0, "repeats": 1}
+    assert WORKLOADS["write"].description in report.group_title(cell)
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md").read_text()
+    for name, w in WORKLOADS.items():
+        assert f"| `{name}` | {w.description} |" in docs
+
+
+def _run_all_module() -> Any:
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "run_all.py"
+    spec = importlib.util.spec_from_file_location("_run_all_for_tests", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_micro_is_documented(capsys: pytest.CaptureFixture[str]) -> None:
+    says = ("insert at 1 thread", "read at 1 thread", "short at 16 threads")
+    text = _bench_help(capsys)
+    assert main(["bench", "--list"]) == 0
+    listed = " ".join(capsys.readouterr().out.split())
+    generated = _run_all_module().render_markdown(None, [], "")
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md").read_text()
+    for where in (text, listed, generated, docs):
+        assert "micro" in where
+        assert all(s in where for s in says)
+    row = next(line for line in generated.splitlines() if line.startswith("| `micro` |"))
+    assert row in docs
+
+
+def test_insert_runs_on_one_thread_unless_asked() -> None:
+    cells = build_plan(PlanOptions(workloads=("insert", "write")))
+    assert {(c.workload, c.threads) for c in cells} == {("insert", 1), ("write", 16)}
+    asked = PlanOptions(workloads=("insert",), threads=(4,))
+    assert {c.threads for c in build_plan(asked)} == {4}  # what the user asked for
+    (note,) = plan_notes(asked)
+    assert "insert" in note and "4 threads" in note and "--threads" in note
+    assert plan_notes(PlanOptions(workloads=("insert",))) == []
+
+
+def test_header_counts_the_runs_the_progress_counts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    code = main(["bench", "-d", "0.05", "-t", "1", "-r", "2", "-s", "sqlitefair", "--db", str(tmp_path / "b.db")])
+    err = capsys.readouterr().err
+    assert code == 0
+    header = err.splitlines()[0]
+    total = re.search(r"\[1/(\d+)\]", err)
+    assert total is not None and total.group(1) == "2"  # one cell, two repeats
+    assert re.search(r"= 2 runs\b", header), header
+
+
+def test_read_scaling_plot_of_a_gil_only_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from sqlitefair._bench import plots
+
+    plt = plots._pyplot()
+    kept: list[Any] = []
+    monkeypatch.setattr(plt, "close", kept.append)  # keep the figure to look at it
+    cells = [
+        {"interpreter": "3.13.15", "workload": "read", "strategy": name, "threads": threads,
+         "median": {"read": {"throughput": 1000.0 * threads}}}
+        for name in ("stdlib-immediate", "sqlitefair") for threads in (1, 2)
+    ]
+    result = {"host": {"cpus": 2}, "interpreters": [{"label": "3.13.15", "free_threaded_build": False}], "cells": cells}
+    assert plots.plot_read_scaling(result, str(tmp_path))
+    (fig,) = kept
+    top = fig.axes[0]
+    assert "free-threaded" not in top.get_title() and "3.13.15" in top.get_title()
+    colours = [line.get_color() for line in top.get_lines()]
+    assert len(colours) == 2 and len(set(colours)) == 2
+    plt.close(fig)
+
+
+def test_goals_table_is_about_the_project() -> None:
+    target = {"id": "short.throughput", "status": "MISS", "what": "short, 16 threads: throughput vs unfair lock",
+              "strategy": "sqlitefair", "interpreter": "3.13.15", "goal": ">= 90%", "figure": "77%", "notes": []}
+    text = report.render_targets({"targets": [target]})
+    assert text.startswith("project goals (judged on this run)")
+    assert "MISS: below the project's goal on this run" in text
+    assert "\ngoals" not in "\n" + text

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import textwrap
 import time
 from typing import Any, Callable, Sequence
 
@@ -91,26 +93,39 @@ def _strategy_choices() -> Sequence[str]:
 
 def add_subparser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``bench`` on the ``sqlitefair`` command's subparsers."""
+    from .plan import MICRO_DESCRIPTION
+    from .workloads import WORKLOADS
+
+    description = (
+        "Compare sqlitefair with plain sqlite3 usage on identical work. With no options: write contention "
+        "at 16 threads for every write strategy, 3 s each (well under a minute). Progress goes to stderr, "
+        "the table to stdout."
+    )
+    # One line per workload, from the Workload objects themselves, so that the help says what runs.
+    workloads = [f"  {name:<8} {w.description}" for name, w in WORKLOADS.items()]
+    workloads.append(f"  {'micro':<8} {MICRO_DESCRIPTION}")
+    epilog = "\n".join(
+        [
+            "workloads (--workload):",
+            *workloads,
+            "",
+            "examples:",
+            "  sqlitefair bench --workload write --threads 1,2,4,8,16,32 --repeats 3 --out results",
+            "  sqlitefair bench --workload read --threads 1,2 --python auto",
+        ]
+    )
     p: argparse.ArgumentParser = subparsers.add_parser(
         "bench",
         help="measure write contention, read scaling and fairness on your disk",
-        description=(
-            "Compare sqlitefair with plain sqlite3 usage on identical work. With no options: write contention "
-            "at 16 threads for every write strategy, 3 s each (well under a minute). Progress goes to stderr, "
-            "the table to stdout."
-        ),
-        epilog=(
-            "workloads: write (read a row, insert a row, commit), read (300-row range queries), mixed (90%% reads, "
-            "10%% writes), procs (write in several processes), insert (one-row insert, 1 thread: overhead), short "
-            "(~10 us transactions vs an unfair lock), micro (insert@1, read@1, short@16). "
-            "Examples: sqlitefair bench --workload write --threads 1,2,4,8,16,32 --repeats 3 --out results; "
-            "sqlitefair bench --workload read --threads 1,2 --python auto"
-        ),
+        description=textwrap.fill(description, width=min(shutil.get_terminal_size().columns, 100) - 2),
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--workload", "-w", type=_names("workload", _workload_choices), action="append", metavar="NAME[,NAME]",
-                   help="workload(s), comma-separated or repeated (default: write)")
+                   help=f"workload(s), comma-separated or repeated: {', '.join(WORKLOADS)}, or micro (the overhead "
+                   "goals' cells); each is described below (default: write)")
     p.add_argument("--threads", "-t", type=_int_list("thread count", MAX_THREADS), action="append", metavar="N[,N]",
-                   help="thread counts per process, e.g. 1,2,4,8,16,32 (default: 16)")
+                   help="thread counts per process, e.g. 1,2,4,8,16,32 (default: 16; insert: 1)")
     p.add_argument("--processes", "-p", type=_int_list("process count", MAX_PROCESSES), action="append", metavar="N[,N]",
                    help="process counts for the procs workload (default: 8)")
     p.add_argument("--threads-per-process", type=_positive_int("threads per process", MAX_THREADS), default=2, metavar="N",
@@ -174,14 +189,14 @@ def _check_paths(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
 
 
 def _list() -> int:
-    from .plan import MICRO, default_strategies
+    from .plan import MICRO_DESCRIPTION, default_strategies
     from .strategies import STRATEGIES
     from .workloads import WORKLOADS
 
     print("workloads:")
     for name, w in WORKLOADS.items():
         print(f"  {name:<8} {w.description}; compares {', '.join(default_strategies(name))}")
-    print(f"  {'micro':<8} " + ", ".join(f"{n} at {t} thread{'s' if t > 1 else ''}" for n, t in MICRO))
+    print(f"  {'micro':<8} {MICRO_DESCRIPTION}; each compares its workload's strategies")
     print("strategies:")
     for name, s in STRATEGIES.items():
         reason = s.unavailable()
@@ -208,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
     _check_paths(args, parser)
 
     from . import interpreters as interp_mod
-    from .plan import PlanOptions, build_plan, estimate_seconds
+    from .plan import PlanOptions, build_plan, count_runs, estimate_seconds, plan_notes
     from .report import render, write_json
     from .runner import RunSettings, run_benchmark
 
@@ -219,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
 
     options = PlanOptions(
         workloads=_flatten(args.workload, ("write",)),
-        threads=_flatten(args.threads, (16,)),
+        threads=_flatten(args.threads, ()) or None,
         processes=_flatten(args.processes, (8,)),
         threads_per_process=args.threads_per_process,
         duration=args.duration,
@@ -227,6 +242,8 @@ def run(args: argparse.Namespace) -> int:
         strategies=_flatten(args.strategies, ()) or None,
     )
     cells = build_plan(options)
+    for note in plan_notes(options):
+        progress(note + "\n")
     chosen: list[interp_mod.Interpreter] = []
     for path in args.python or []:
         if path == "auto":
@@ -240,14 +257,19 @@ def run(args: argparse.Namespace) -> int:
         if args.python:
             progress("using this interpreter instead\n")
         chosen = [interp_mod.current()]
+    def plural(n: int, word: str) -> str:
+        return f"{n} {word}{'' if n == 1 else 's'}"
+
+    # The same total as the progress counter [k/total]: cells x repeats x interpreters.
     progress(
-        f"sqlitefair bench: {len(cells)} cell(s) x {len(chosen)} interpreter(s), about "
+        f"sqlitefair bench: {plural(len(cells), 'cell')} x {plural(options.repeats, 'run')} each x "
+        f"{plural(len(chosen), 'interpreter')} = {plural(count_runs(cells, len(chosen)), 'run')}, about "
         f"{estimate_seconds(cells, len(chosen)):.0f} s\n"
     )
     settings = RunSettings(db_path=args.db, progress=progress, seed=args.seed)
     record = {
         "workloads": list(options.workloads),
-        "threads": list(options.threads),
+        "threads": list(options.threads) if options.threads else None,
         "processes": list(options.processes),
         "threads_per_process": options.threads_per_process,
         "duration": options.duration,

@@ -12,10 +12,16 @@ from dataclasses import asdict, dataclass, field
 from .strategies import STRATEGIES
 from .workloads import WORKLOADS
 
-__all__ = ("Cell", "PlanOptions", "build_plan", "default_strategies", "WORKLOAD_CHOICES", "MICRO")
+__all__ = ("Cell", "PlanOptions", "build_plan", "default_strategies", "WORKLOAD_CHOICES", "MICRO", "MICRO_DESCRIPTION", "plan_notes", "count_runs")
 
 #: ``--workload micro``: the three overhead scenarios of the published targets.
 MICRO: tuple[tuple[str, int], ...] = (("insert", 1), ("read", 1), ("short", 16))
+#: What ``micro`` runs, for ``--help``, ``--list`` and docs/benchmarks.md.
+MICRO_DESCRIPTION = (
+    "the overhead goals' cells in one run: "
+    + ", ".join(f"{name} at {threads} thread{'s' if threads > 1 else ''}" for name, threads in MICRO)
+    + " (--threads does not apply)"
+)
 WORKLOAD_CHOICES: tuple[str, ...] = (*WORKLOADS, "micro")
 
 #: Seconds a cell needs beyond its duration (processes starting, database seeding), for estimates.
@@ -47,7 +53,8 @@ class PlanOptions:
     """The choices of one ``bench`` invocation (already validated)."""
 
     workloads: tuple[str, ...] = ("write",)
-    threads: tuple[int, ...] = (16,)
+    #: ``None``: each workload's default thread counts (16; 1 for ``insert``).
+    threads: tuple[int, ...] | None = None
     processes: tuple[int, ...] = (8,)
     threads_per_process: int = 2
     duration: float = 3.0
@@ -93,9 +100,39 @@ def build_plan(options: PlanOptions) -> list[Cell]:
             for processes in options.processes:
                 add(workload, options.threads_per_process, processes)
         else:
-            for threads in options.threads:
+            for threads in options.threads or WORKLOADS[workload].default_threads:
                 add(workload, threads)
     return cells
+
+
+def _threads_text(threads: tuple[int, ...]) -> str:
+    return ",".join(map(str, threads)) + (" threads" if threads != (1,) else " thread")
+
+
+def plan_notes(options: PlanOptions) -> list[str]:
+    """Lines to show before a run where ``--threads`` overrides a workload's own thread counts.
+
+    ``insert`` is a single-thread measurement; asked for more threads, it
+    runs at them, and says so.
+    """
+    notes = []
+    if options.threads is None:
+        return notes
+    for name in options.workloads:
+        workload = WORKLOADS.get(name)
+        if workload is None or workload.cross_process or workload.default_threads == (16,):
+            continue
+        if options.threads != workload.default_threads:
+            notes.append(
+                f"note: {name} runs at {_threads_text(options.threads)} as --threads asks; without --threads it "
+                f"runs at {_threads_text(workload.default_threads)} ({workload.description})"
+            )
+    return notes
+
+
+def count_runs(cells: list[Cell], interpreters: int = 1) -> int:
+    """How many runs a plan makes: every cell's repeats, in every interpreter (the progress counter's total)."""
+    return interpreters * sum(c.repeats for c in cells)
 
 
 def estimate_seconds(cells: list[Cell], interpreters: int = 1) -> float:

@@ -5,7 +5,8 @@
   percentiles summarise.
 * ``write-scaling-*.png``: throughput and p99 against threads.
 * ``read-scaling.png``: read throughput against threads, one line per
-  interpreter: GIL build against free-threaded build.
+  interpreter and strategy, each in its own colour (GIL build against
+  free-threaded build when both ran).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import os
 import re
 from typing import Any
+
+from .workloads import READ_ROWS
 
 __all__ = ("plot_all", "MISSING_MATPLOTLIB")
 
@@ -118,32 +121,37 @@ def plot_scaling(result: dict[str, Any], folder: str, interpreter: str, workload
 
 
 def plot_read_scaling(result: dict[str, Any], folder: str) -> str | None:
-    """Reads per second, and speed-up over one thread, against threads: GIL vs free-threaded builds."""
+    """Reads per second, and speed-up over one thread, against threads, per interpreter and strategy.
+
+    Titled by the interpreters that ran (GIL vs free-threaded build only when both did).
+    """
     cells = [c for c in result["cells"] if c["workload"] == "read" and c.get("median", {}).get("read")]
     if len({c["threads"] for c in cells}) < 2:
         return None
     ft = {i["label"]: i.get("free_threaded_build") for i in result.get("interpreters", [])}
     plt = _pyplot()
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 7.5), sharex=True)
-    palette = ["tab:blue", "tab:red", "tab:green", "tab:orange", "tab:purple", "tab:brown"]
+    palette = [f"tab:{c}" for c in ("blue", "red", "green", "orange", "purple", "brown", "pink", "olive", "cyan", "gray")]
     lines = {"stdlib-immediate": ("--", "s"), "sqlitefair": ("-", "o"), "sqlitefair-apsw": ("-.", "^")}
     threads = sorted({c["threads"] for c in cells})
-    for n, interp in enumerate(dict.fromkeys(c["interpreter"] for c in cells)):
-        for strategy in dict.fromkeys(c["strategy"] for c in cells if c["interpreter"] == interp):
-            mine = sorted((c for c in cells if c["interpreter"] == interp and c["strategy"] == strategy), key=lambda c: c["threads"])
-            build = "free-threaded" if ft.get(interp) else "GIL"
-            flag = " [GIL ON!]" if any(c.get("gil_reenabled") for c in mine) else ""
-            linestyle, marker = lines.get(strategy, (":", "x"))
-            style = {"color": palette[n % len(palette)], "linestyle": linestyle, "marker": marker}
-            xs = [c["threads"] for c in mine]
-            ys = [c["median"]["read"]["throughput"] for c in mine]
-            top.plot(xs, ys, label=f"{interp} ({build}) {strategy}{flag}", **style)
-            if mine[0]["threads"] == 1 and ys[0]:
-                bottom.plot(xs, [y / ys[0] for y in ys], **style)
+    ran = list(dict.fromkeys(c["interpreter"] for c in cells))
+    pairs = [(i, s) for i in ran for s in dict.fromkeys(c["strategy"] for c in cells if c["interpreter"] == i)]
+    for n, (interp, strategy) in enumerate(pairs):  # a colour per line, not per interpreter
+        mine = sorted((c for c in cells if c["interpreter"] == interp and c["strategy"] == strategy), key=lambda c: c["threads"])
+        build = "free-threaded" if ft.get(interp) else "GIL"
+        flag = " [GIL ON!]" if any(c.get("gil_reenabled") for c in mine) else ""
+        linestyle, marker = lines.get(strategy, (":", "x"))
+        style = {"color": palette[n % len(palette)], "linestyle": linestyle, "marker": marker}
+        xs = [c["threads"] for c in mine]
+        ys = [c["median"]["read"]["throughput"] for c in mine]
+        top.plot(xs, ys, label=f"{interp} ({build}) {strategy}{flag}", **style)
+        if mine[0]["threads"] == 1 and ys[0]:
+            bottom.plot(xs, [y / ys[0] for y in ys], **style)
     cpus = result.get("host", {}).get("cpus") or max(threads)
     bottom.plot(threads, [min(t, cpus) for t in threads], color="black", linestyle=":", label=f"ideal ({cpus} CPUs)")
-    top.set_ylabel("reads per second (300 rows each)")
-    top.set_title("read scaling: GIL build vs free-threaded build")
+    top.set_ylabel(f"reads per second ({READ_ROWS} rows each)")
+    builds = [f"Python {i} ({'free-threaded' if ft.get(i) else 'GIL'} build)" for i in ran]
+    top.set_title("read scaling: " + " vs ".join(builds))
     bottom.set_ylabel("speed-up over 1 thread")
     bottom.set_xlabel("reader threads")
     _thread_axis(bottom, threads)

@@ -261,8 +261,17 @@ def render_groups(result: dict[str, Any]) -> str:
     return "\n\n".join(blocks)
 
 
+#: What each status of the goals table means: the project's goals, judged on one run, not a test of the machine.
+STATUS_KEY = (
+    ("PASS", "PASS: meets the project's goal on this run"),
+    ("MISS", "MISS: below the project's goal on this run (a figure to compare, not an error; it varies with "
+     "the machine and its load)"),
+    ("info", "info: shown, not judged"),
+)
+
+
 def render_targets(result: dict[str, Any], *, measured_only: bool = True) -> str:
-    """The published goals this result can judge, one line each (PASS / MISS / info)."""
+    """The project's published goals this result can judge, one line each (PASS / MISS / info), and what those mean."""
     targets = [t for t in result.get("targets", []) if not measured_only or t["status"] != "n/a"]
     if not targets:
         return ""
@@ -281,7 +290,9 @@ def render_targets(result: dict[str, Any], *, measured_only: bool = True) -> str
     left = len(headers)
     skipped = sum(1 for t in result.get("targets", []) if t["status"] == "n/a") // max(1, len({(t["interpreter"], t["strategy"]) for t in result["targets"]}))
     note = f" ({skipped} more need cells this run did not measure: benchmarks/run_all.py runs them all)" if skipped else ""
-    return f"goals{note}\n" + format_table(headers, rows, left=left)
+    statuses = {t["status"] for t in targets}
+    key = "; ".join(text for status, text in STATUS_KEY if status in statuses)
+    return f"project goals (judged on this run){note}\n" + format_table(headers, rows, left=left) + f"\n{key}."
 
 
 def render(result: dict[str, Any]) -> str:

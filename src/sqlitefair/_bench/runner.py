@@ -36,7 +36,7 @@ from typing import IO, Any, Callable, Iterable
 
 from . import environment, metrics
 from .interpreters import PROTOCOL_PREFIX, Interpreter, child_environment, make_label, probe
-from .plan import Cell
+from .plan import Cell, count_runs
 from .strategies import TIMEOUT, StrategyConfig, classify_error, get_strategy
 from .workloads import committed_count, create_database, get_workload
 
@@ -619,6 +619,10 @@ def run_benchmark(cells: list[Cell], interpreters: list[Interpreter], settings: 
                 noted.add((interp.label, cell.strategy))
                 say(f"skipping {cell.strategy} on {interp.label}: {reason}\n")
                 result["skipped"].append({"interpreter": interp.label, "strategy": cell.strategy, "reason": reason})
+        planned = count_runs(cells, len(interpreters))
+        runs = sum(c.repeats for _, c in runnable)
+        if runs != planned:
+            say(f"running {runs} of the {planned} runs planned (the others are skipped, as said above)\n")
         result["cells"] = run_cells(runnable, settings, db_path)
         result["finished_at"] = _utc_now()
         result["wall_seconds"] = round(perf_counter() - wall, 2)

@@ -25,6 +25,12 @@ DOCS = 20_000
 COUNTERS = 64
 #: Rows a write transaction reads before it inserts ("reads something").
 WRITE_READS = 10
+#: Rows one read of the ``read`` workload materialises.
+READ_ROWS = 300
+#: Rows one read of the ``mixed`` workload materialises (a web-like request).
+MIXED_READ_ROWS = 50
+#: Share of the ``mixed`` workload's operations that are write transactions.
+MIXED_WRITE_SHARE = 0.1
 #: About 100 bytes of text per inserted row, like a small web form.
 PAYLOAD = "x" * 100
 #: Marks a file as made by this benchmark, so ``--db PATH`` never overwrites anything else.
@@ -67,13 +73,13 @@ def _read_range(conn: Any, rng: random.Random, rows: int) -> None:
 
 
 def read_page(conn: Any, rng: random.Random, worker: int) -> None:
-    """Read scaling: a range query materialising 300 rows (Python objects: where the GIL bites)."""
-    _read_range(conn, rng, 300)
+    """Read scaling: a range query materialising READ_ROWS rows (Python objects: where the GIL bites)."""
+    _read_range(conn, rng, READ_ROWS)
 
 
 def read_small(conn: Any, rng: random.Random, worker: int) -> None:
-    """The read of a web-like request: 50 rows."""
-    _read_range(conn, rng, 50)
+    """The read of a web-like request: MIXED_READ_ROWS rows."""
+    _read_range(conn, rng, MIXED_READ_ROWS)
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,8 @@ class Workload:
     readers_follow_threads: bool = False
     #: How committed writes are counted in the file afterwards: "items" rows or the "counters" sum.
     verify: str = "items"
+    #: Thread counts it runs at unless ``--threads`` says otherwise.
+    default_threads: tuple[int, ...] = (16,)
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -111,10 +119,16 @@ class Workload:
 WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in (
-        Workload("write", "write contention: each transaction reads 10 rows, inserts a row, commits", 1.0, write_item, None),
+        Workload(
+            "write",
+            f"write contention: each transaction reads {WRITE_READS} rows, inserts a row, commits",
+            1.0,
+            write_item,
+            None,
+        ),
         Workload(
             "read",
-            "read scaling: range queries materialising 300 rows each",
+            f"read scaling: range queries materialising {READ_ROWS} rows each",
             0.0,
             None,
             read_page,
@@ -122,8 +136,9 @@ WORKLOADS: dict[str, Workload] = {
         ),
         Workload(
             "mixed",
-            "web-like: 90% reads of 50 rows, 10% write transactions",
-            0.1,
+            f"web-like: {1 - MIXED_WRITE_SHARE:.0%} reads of {MIXED_READ_ROWS} rows, "
+            f"{MIXED_WRITE_SHARE:.0%} write transactions",
+            MIXED_WRITE_SHARE,
             write_item,
             read_small,
             readers_follow_threads=True,
@@ -136,7 +151,14 @@ WORKLOADS: dict[str, Workload] = {
             None,
             cross_process=True,
         ),
-        Workload("insert", "single-thread overhead: a one-row insert per transaction", 1.0, insert_one, None),
+        Workload(
+            "insert",
+            "single-thread overhead: a one-row insert per transaction",
+            1.0,
+            insert_one,
+            None,
+            default_threads=(1,),
+        ),
         Workload(
             "short",
             "very short transactions: one indexed UPDATE (~10 us of work)",
