@@ -199,6 +199,12 @@ def render_markdown(result: dict[str, Any] | None, images: list[str], image_pref
         "| `unfair-lock` | one connection behind a `threading.Lock` (only for very short transactions) |",
         "| `sqlitefair` | `sqlitefair.connect(path)` with its defaults; readers = threads for read workloads |",
         "| `sqlitefair-apsw` | the same with `backend=\"apsw\"`, where apsw is installed |",
+        "| `sqlitefair-bounded` | `sqlitefair.connect(path, handoff=\"bounded\")`: a running thread may take a freed "
+        "writer unless the oldest waiter has waited 1 ms |",
+        "| `sqlitefair-write` | writes through `pool.write(fn)`: the thread holding the writer runs the calls queued "
+        "behind it (flat combining) |",
+        "| `sqlitefair-group` | the same with `group_commit=True`: consecutive calls in one transaction, each in a "
+        "savepoint |",
         "",
         "Workloads:",
         "",
