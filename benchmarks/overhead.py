@@ -12,7 +12,7 @@ microseconds per operation, so the main measurement counts instructions with
     python benchmarks/overhead.py --mode pool --n 2000
 
     # instructions per op for every mode, OLD code vs the current tree:
-    python benchmarks/overhead.py --callgrind --python .venv/bin/python --src /tmp/oldmain/src
+    python benchmarks/overhead.py --callgrind --python .venv/bin/python --src ../old-checkout/src
     python benchmarks/overhead.py --callgrind --python .venv/bin/python --src src
 
     # rough wall-time cross-check (median of 5 repeats, raw and pool interleaved):
@@ -359,7 +359,7 @@ def main() -> None:
     ap.add_argument("--callgrind", action="store_true", help="drive: instructions per op of every mode under callgrind")
     ap.add_argument("--wall", action="store_true", help="drive: median wall time per op, raw and pool interleaved")
     ap.add_argument("--python", default=sys.executable, help="interpreter to measure (default: this one)")
-    ap.add_argument("--src", help="put this folder first on PYTHONPATH (e.g. /tmp/oldmain/src or src)")
+    ap.add_argument("--src", help="put this folder first on PYTHONPATH (e.g. ../old-checkout/src or src)")
     ap.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of modes to drive")
     ap.add_argument("--n1", type=int, default=1000, help="--callgrind: the shorter run's n (default 1000)")
     ap.add_argument("--n2", type=int, default=3000, help="--callgrind: the longer run's n (default 3000)")
