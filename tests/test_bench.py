@@ -127,12 +127,13 @@ def test_default_plan_is_the_quick_comparison() -> None:
     assert {(c.processes, c.threads) for c in procs} == {(2, 3), (8, 3)}
 
 
-def test_apsw_strategy_follows_the_backend_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    from sqlitefair import _backends
+def test_apsw_strategy_is_skipped_where_apsw_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
 
     strategy = STRATEGIES["sqlitefair-apsw"]
     assert strategy.is_sqlitefair and strategy.backend_module == "apsw"
-    monkeypatch.delitem(_backends._BACKENDS, "apsw", raising=False)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "apsw" else real_find_spec(name, *a))
     reason = strategy.unavailable()
     assert reason is not None and "apsw" in reason
     assert "sqlitefair-apsw" in default_strategies("write")  # listed, then skipped cleanly where unavailable
@@ -558,3 +559,26 @@ def test_goals_table_is_about_the_project() -> None:
     assert text.startswith("project goals (judged on this run)")
     assert "MISS: below the project's goal on this run" in text
     assert "\ngoals" not in "\n" + text
+
+
+def test_the_harness_uses_only_the_public_api() -> None:
+    """The benchmark exercises sqlitefair as users do: no private module or name of the library."""
+    import ast
+    from pathlib import Path
+
+    import sqlitefair._bench as bench
+
+    offences = []
+    for path in sorted(Path(bench.__file__).parent.glob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+                if node.level >= 2 or (module.startswith("sqlitefair.") and not module.startswith("sqlitefair._bench")):
+                    offences.append(f"{path.name}:{node.lineno} from {'.' * node.level}{module} import ...")
+                elif module == "sqlitefair" and any(alias.name.startswith("_") for alias in node.names):
+                    offences.append(f"{path.name}:{node.lineno} from sqlitefair import a private name")
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                if node.value.id == "sqlitefair" and node.attr.startswith("_") and not node.attr.startswith("__"):
+                    offences.append(f"{path.name}:{node.lineno} sqlitefair.{node.attr}")
+    assert not offences, offences

@@ -248,17 +248,15 @@ class PoolWriteInstance(PoolInstance):
 
 
 def _backend_missing(name: str) -> Callable[[], str | None]:
-    """An availability check: ``None`` if sqlitefair has backend ``name``, else why not."""
+    """An availability check: ``None`` if the binding behind backend ``name`` is installed, else
+    why not (found without importing it: importing apsw turns the GIL back on in a free-threaded
+    interpreter)."""
 
     def check() -> str | None:
-        from .. import _backends
+        import importlib.util
 
-        if name not in _backends._BACKENDS:
-            return f"this sqlitefair has no {name!r} backend"
-        try:
-            _backends.get_backend(name)
-        except Exception as exc:
-            return f"backend {name!r} unavailable: {exc}"
+        if importlib.util.find_spec(name) is None:
+            return f"backend {name!r} unavailable: {name} is not installed (pip install 'sqlitefair[{name}]')"
         return None
 
     return check
@@ -381,7 +379,7 @@ def get_strategy(name: str) -> Strategy:
 def classify_error(exc: BaseException) -> str:
     """``"locked"`` (SQLITE_BUSY / "database is locked"), ``"timeout"`` (sqlitefair's
     PoolTimeout) or ``"other"``: the error columns of the report."""
-    from .._errors import PoolTimeout
+    from sqlitefair import PoolTimeout
 
     if isinstance(exc, PoolTimeout):
         return "timeout"

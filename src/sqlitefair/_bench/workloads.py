@@ -15,7 +15,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .. import _defaults
+import sqlitefair
 
 __all__ = ("Workload", "WORKLOADS", "get_workload", "create_database", "committed_count", "pragma_statements")
 
@@ -185,7 +185,7 @@ def pragma_statements(pragmas: Any = None) -> list[str]:
     comparison is about locking and queueing, not about journal modes.
     """
     out = []
-    for name, value in dict(_defaults.PRAGMAS if pragmas is None else pragmas).items():
+    for name, value in dict(sqlitefair.DEFAULT_PRAGMAS if pragmas is None else pragmas).items():
         if isinstance(value, bool):
             text = "ON" if value else "OFF"
         else:
