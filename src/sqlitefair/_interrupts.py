@@ -125,8 +125,17 @@ def raise_if_deferred() -> None:
         raise KeyboardInterrupt
 
 
+#: Where a KeyboardInterrupt would be swallowed ("Exception ignored in ..."): weakref callbacks,
+#: which the garbage collector runs at any bytecode (a thread object freed, a WeakSet entry
+#: removed).  A signal landing there is deferred too, so that it is raised where it counts.
+_SWALLOWING_FILES = ("weakref.py", "_weakrefset.py")
+
+
 def _is_protected(frame: FrameType | None) -> bool:
-    """Whether the innermost marked frame is protected (unmarked frames are transparent)."""
+    """Whether the innermost marked frame is protected (unmarked frames are transparent), or the
+    interrupted frame is one whose exceptions the interpreter would swallow."""
+    if frame is not None and frame.f_code.co_filename.endswith(_SWALLOWING_FILES):
+        return True
     while frame is not None:
         code = frame.f_code
         if code in _INTERRUPTIBLE:
