@@ -2,15 +2,17 @@
 
 Life of a write (``with pool.transaction() as conn``):
 
-1. queue for the writer in this process (a :class:`FairLock`, strict FIFO);
+1. queue for the writer in this process (a :class:`FairLock`: FIFO among waiters; with the
+   default ``handoff="bounded"`` a running thread may take a freed writer first unless the
+   oldest waiter has waited 1 ms);
 2. ``BEGIN IMMEDIATE``, retried under the busy policy while another
    connection, usually another process, holds SQLite's write lock;
 3. the caller's statements, then ``COMMIT`` (or ``ROLLBACK`` on exception);
 4. hand the writer to the next thread in the queue.
 
 **Ownership belongs to the checkout.**  A :class:`Transaction` object owns
-the permit, the connection and the stack of its open blocks; nothing is kept
-per thread.  A nested ``pool.transaction()`` finds its enclosing transaction
+the connection and the stack of its open blocks, and is itself the writer
+lock's permit (the lock's record of its holder); nothing is kept per thread.  A nested ``pool.transaction()`` finds its enclosing transaction
 through a :class:`contextvars.ContextVar`, so nesting works alike for
 threads, asyncio tasks and generators, and becomes a ``SAVEPOINT``.  Blocks
 must end last-in-first-out: a block that would open beside another open one
@@ -18,13 +20,15 @@ must end last-in-first-out: a block that would open beside another open one
 :class:`NestingError`, and a transaction whose blocks were interleaved can
 only roll back.  A transaction opened in an asyncio task takes nested
 blocks from that task only: a task started inside the block inherits its
-context, and its savepoint would take in the opening task's writes.  A block may end on another thread than it began on (a
-generator resumed elsewhere); the context it began in then keeps a
+context, and its savepoint would take in the opening task's writes.  A
+block may end on another thread than it began on (a generator resumed
+elsewhere); the context it began in then keeps a
 reference to an ended checkout, which lookups skip.
 
 **No window between a grant and its cleanup.**  Everything a checkout
-acquires is recorded on the checkout in the same statement that acquires it,
-inside a ``try`` whose handler gives back exactly what is recorded; giving
+acquires is recorded in the same statement that acquires it (the writer
+permit by the lock itself, which names the checkout its holder), inside a
+``try`` whose handler gives back exactly what is recorded; giving
 back is idempotent and retried once if it is itself cut short.  The methods
 are :func:`~sqlitefair._interrupts.protected`, so a SIGINT in them is
 deferred until they return; the waits inside are interruptible.
