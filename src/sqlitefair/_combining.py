@@ -105,10 +105,8 @@ def write(pool: Pool, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dic
     if enclosing_transaction(state) is not None:  # nested in this context's transaction: a savepoint, here
         with pool.transaction() as conn:
             return fn(conn, *args, **kwargs)
-    if pool._closed:
-        raise pool._closed_error()
-    if state.fork_error is not None:
-        raise SqlitefairError(state.fork_error)
+    if state.refusal is not None:  # the pool closed, or a fork child that may not write
+        raise state.refusal()
     call = _Call(fn, args, kwargs)
     _queue_and_run(pool, call, timeout)
     return call.outcome()
@@ -134,10 +132,8 @@ async def write_async(pool: Pool, fn: Callable[..., Any], args: tuple[Any, ...],
     """``write()`` for a task: it queues without a thread; a thread runs the call (or is the
     combiner) only once the call's turn has come.  See :meth:`sqlitefair.aio.AsyncPool.write`."""
     state = pool._state
-    if pool._closed:
-        raise pool._closed_error()
-    if state.fork_error is not None:
-        raise SqlitefairError(state.fork_error)
+    if state.refusal is not None:  # the pool closed, or a fork child that may not write
+        raise state.refusal()
     call = _Call(fn, args, kwargs)
     lock = state.writer.lock
     wake = _LoopWake(asyncio.get_running_loop())

@@ -74,8 +74,8 @@ class _ProcessState:
         self.shut_down = False  # close() ran (or gave up): returned connections get closed
         #: Set in a fork child whose parent forked with something checked out: every checkout raises it.
         self.fork_error: str | None = None
-        #: Why every write of this process is refused (the pool closed, or fork_error), as the
-        #: function that makes the error; None while writes are welcome (one check per transaction).
+        #: Why every checkout of this process is refused (the pool closed, or fork_error), as the
+        #: function that makes the error; None while they are welcome (one check per checkout).
         self.refusal: Callable[[], Exception] | None = None
         #: This state belongs to a fork child of the process that made the pool: its parent may
         #: write too (the WAL-reset warning is due at its first write).

@@ -121,10 +121,8 @@ class Read:
                 self._borrowed = True
                 conn = self._conn = tx._conn
                 return conn
-        if pool._closed:
-            raise pool._closed_error()
-        if state.fork_error is not None:
-            raise SqlitefairError(state.fork_error)
+        if state.refusal is not None:  # the pool closed, or a fork child that may not use it
+            raise state.refusal()
         self._state = state
         start = monotonic()
         readers = state.readers
