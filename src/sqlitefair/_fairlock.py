@@ -311,10 +311,8 @@ class FairLock:
             if self._baton.acquire(False):  # released meanwhile (nobody queued, or barging is on)
                 return self._take(permit, monotonic())
             if permit is not None and permit is self._borrower and self._holder is self._lender:
-                self._holder = permit  # lent by its holder: the baton stays locked, it changes hands
-                permit.thread_ident = get_ident()
-                permit.since = monotonic() if now is None else now
-                return permit
+                # Lent by its holder: the baton stays locked, the lock changes hands.
+                return self._take(permit, monotonic() if now is None else now)
             waiter = self._queue.join_locked(cancel)
             waiter.permit = permit
             waiter.competes = self._barging is not None
@@ -375,20 +373,19 @@ class FairLock:
             if self._queue.count and (self._barging is None or not self._barge_locked()):
                 if self._queue.hand_over_locked(self._grant_locked):
                     return  # the baton stays locked: it went with the lock to the oldest waiter
-            self._holder = None  # self._release_locked(), inlined: this runs on every transaction
+            self._holder = None
             self._baton.release()
 
     @protected
     def discard(self, permit: Permit) -> bool:
-        """Return ``permit`` if it is still held; True if it was.  Safe to call twice (cleanup paths)."""
-        with self._mutex:
-            if self._holder is not permit or permit is None:
-                return False
-            if permit is self._borrower:  # lent: back to the lender
-                self._holder = self._lender
-                return True
-            self._release_locked()
-            return True
+        """Return ``permit`` if it is still held; True if it was.  Safe to call twice (cleanup paths).
+
+        Only the holder gives its permit back, so nobody can take it between the look and the
+        release: the release is :meth:`release`'s own (loans, barging, hand-over alike)."""
+        if not self.holds(permit):
+            return False
+        self.release(permit)
+        return True
 
     @protected
     def _acquire_or_join(self, permit: Permit, parker: Any) -> Waiter | None:
@@ -447,12 +444,6 @@ class FairLock:
     def _complete(self, waiter: Waiter, grant: Any) -> None:
         """Wake a waiter taken by :meth:`_claim_next`: its wait returns ``grant``."""
         self._queue.complete(waiter, grant)
-
-    def _release_locked(self) -> None:
-        if self._queue.count and self._queue.hand_over_locked(self._grant_locked):
-            return  # the baton stays locked: it went with the lock to the oldest waiter
-        self._holder = None
-        self._baton.release()
 
     def _grant_locked(self, waiter: Waiter) -> Permit:
         permit = waiter.permit
