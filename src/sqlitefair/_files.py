@@ -123,7 +123,8 @@ class FileWatch:
         self.due = float("inf")  # when the path is looked at again
         self._lost: str | None = None
         #: ``changed(0)`` is truthy when the full check must run: the inotify queue's poll, or the
-        #: fstat fallback.  With ``due``, what the writer's hot path reads (see check_before_commit).
+        #: fstat fallback.  Before every COMMIT the writer runs, written out on its hot path:
+        #: ``if files.changed(0) or now >= files.due: files.check(now)``.
         self.changed: Callable[[int], Any] = _never
         self._lock = threading.Lock()  # open and close of the descriptors
         #: The descriptors to close if the watch is garbage-collected without close() (a pool
@@ -157,15 +158,9 @@ class FileWatch:
         except (OSError, TypeError):  # closed by close(): nothing to compare any more
             return False
 
-    def check_before_commit(self, now: float) -> None:
-        """Raise :class:`OpenError` if the file was deleted, replaced or moved (``now``: ``time.monotonic()``).
-
-        The writer inlines this (``if files.changed(0) or now >= files.due: files.check(now)``)."""
-        if self.changed(0) or now >= self.due:
-            self.check(now)
-
     def check(self, now: float) -> None:
-        """The full check, after an inotify event or when the path is due a look."""
+        """The full check, after an inotify event or when the path is due a look: raise
+        :class:`OpenError` if the file was deleted, replaced or moved (``now``: ``time.monotonic()``)."""
         if self._lost is not None:
             raise OpenError(self._lost)
         # Under the lock: close() (which may run while a commit checks, when it timed out waiting

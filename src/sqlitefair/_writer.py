@@ -334,7 +334,7 @@ class Transaction(Permit):
                 # out here, not in a helper: this runs on every transaction).
                 pool = self._pool
                 start = monotonic()
-                files = pool._files  # files.check_before_commit(start), inlined: never commit into a deleted file
+                files = pool._files  # (see FileWatch.changed) never acknowledge a commit into a deleted file
                 if files.changed(0) or start >= files.due:
                     files.check(start)
                 if _deferred:
