@@ -409,7 +409,7 @@ class FairLock:
                 return "claimed"
             if waiter.grant is not None:
                 return "granted"
-            self._queue.remove_locked(waiter)
+            self._queue.leave_locked(waiter)
             return "left"
 
     @protected

@@ -157,11 +157,8 @@ class WaitQueue:
         self.count += 1
         return waiter
 
-    def remove_locked(self, waiter: Waiter) -> None:
+    def leave_locked(self, waiter: Waiter) -> None:
         """Take ``waiter`` out of the queue (nothing if it is not in it): it left without a grant."""
-        self._leave_locked(waiter)
-
-    def _leave_locked(self, waiter: Waiter) -> None:
         self._remove_locked(waiter)
         if self._on_leave_locked is not None:
             self._on_leave_locked()
@@ -234,7 +231,7 @@ class WaitQueue:
         """Take ``waiter`` out of the queue and wake it, unless it was granted already."""
         with self._mutex:
             if waiter.grant is None and not waiter.cancelled and waiter in self._waiters:
-                self._leave_locked(waiter)
+                self.leave_locked(waiter)
                 waiter.cancelled = True
                 self._wake_locked(waiter)
 
@@ -285,7 +282,7 @@ class WaitQueue:
                         if waiter.grant is not None:
                             break
                     if deadline is not None and monotonic() >= deadline:
-                        self._leave_locked(waiter)
+                        self.leave_locked(waiter)
                         raise LockTimeout(monotonic() - waiter.since, statistics_locked())
         except LockTimeout:
             raise
@@ -295,7 +292,7 @@ class WaitQueue:
             with self._mutex:
                 grant = waiter.grant
                 if grant is None and not waiter.claimed:
-                    self._leave_locked(waiter)  # (a claimed waiter is out already: its work still runs)
+                    self.leave_locked(waiter)  # (a claimed waiter is out already: its work still runs)
             if grant is not None and not waiter.claimed:
                 give_back(grant)
             raise
