@@ -164,7 +164,7 @@ def _queue_and_run(pool: Pool, call: _Call, timeout: float | None) -> None:
     state = pool._state
     lock = state.writer.lock
     try:
-        lock.acquire(timeout, permit=call, now=call.arrived)  # the writer, or our call done by a combiner
+        lock.acquire(timeout, permit=call, now=call.arrived, queue=True)  # the writer, or our call done by a combiner
     except LockTimeout as exc:
         raise state.writer.timeout_error(exc, timeout) from None
     if not call.done:  # granted the writer: from here on, _serve's finally hands it on

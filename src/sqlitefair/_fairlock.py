@@ -30,6 +30,7 @@ queued only while ``len(_holders) == capacity`` or older waiters are queued.
 from __future__ import annotations
 
 import _thread
+import sys
 import threading
 from _thread import get_ident
 from dataclasses import dataclass, field
@@ -49,6 +50,16 @@ __all__ = (
     "CancelScope",
     "WaitCancelled",
 )
+
+
+#: Free-threaded builds, barging mode: seconds a waiter first waits at the baton itself (a
+#: ``_thread`` lock: PyMutex, FIFO among its waiters and handed over after 1 ms of waiting) before it
+#: joins the queue.  Without a GIL a wake-up there costs less than one through the Python queue:
+#: measured on 2 cores, 16 threads, short transactions, 3.13t: 1.4x the throughput, slowest waits
+#: alike; on GIL builds it lost to the queue (0.6x to 0.9x), so they never wait there.
+BATON_WAIT = 0.005
+
+_gil_enabled: Callable[[], bool] = getattr(sys, "_is_gil_enabled", lambda: True)
 
 
 class WouldBlock(Exception):
@@ -255,6 +266,9 @@ class FairLock:
         # it at once, and its release gives it back to the lender instead of handing it on.
         self._lender: Permit | None = None
         self._borrower: Permit | None = None
+        # One item per thread waiting at the baton (free-threaded builds, barging mode): appends and
+        # pops of a list are atomic there, and only statistics read its length.
+        self._at_baton: list[None] = []
 
     @property
     def capacity(self) -> int:
@@ -284,13 +298,15 @@ class FairLock:
         cancel: CancelScope | None = None,
         permit: Permit | None = None,
         now: float | None = None,
+        queue: bool = False,
     ) -> Permit:
         """Wait in FIFO order for the lock; ``timeout=None`` waits forever.
 
         Returns the permit to pass to :meth:`release`: ``permit`` when given
         (its ``thread_ident`` and ``since`` are set here), else a new
         :class:`Permit`.  ``now``: the caller's ``time.monotonic()``, if it has
-        just read it (saves a clock read).  Raises :class:`LockTimeout` when
+        just read it (saves a clock read).  ``queue``: join the FIFO queue at once, never wait at
+        the baton (a ``write()`` call: a combiner takes up only queued calls).  Raises :class:`LockTimeout` when
         ``timeout`` seconds pass first, and :class:`WaitCancelled` when
         ``cancel`` is cancelled first.
         """
@@ -307,6 +323,17 @@ class FairLock:
                 permit.since = monotonic() if now is None else now
             self._holder = permit
             return permit
+        if self._barging is not None and not queue and cancel is None and permit is not self._borrower and not _gil_enabled():
+            # Free-threaded: wait at the baton itself first (see BATON_WAIT); counted as waiting.
+            if now is None:
+                now = monotonic()
+            self._at_baton.append(None)
+            try:
+                taken = self._baton.acquire(True, BATON_WAIT if timeout is None or timeout > BATON_WAIT else timeout)
+            finally:
+                self._at_baton.pop()
+            if taken:
+                return self._take(permit, monotonic())
         with self._mutex:
             if self._baton.acquire(False):  # released meanwhile (nobody queued, or barging is on)
                 return self._take(permit, monotonic())
@@ -316,6 +343,8 @@ class FairLock:
             waiter = self._queue.join_locked(cancel)
             waiter.permit = permit
             waiter.competes = self._barging is not None
+            if now is not None and now < waiter.since:  # it arrived earlier (and waited at the baton)
+                waiter.since = now
         granted: Permit = self._queue.wait(
             waiter,
             timeout,
@@ -481,7 +510,7 @@ class FairLock:
         return LockStatistics(
             capacity=1,
             held=1 if self._baton.locked() else 0,
-            waiting=len(self._queue),
+            waiting=len(self._queue) + len(self._at_baton),
             holders=() if holder is None else (holder,),
             oldest_waiter_since=self._queue.oldest_since_locked(),
         )

@@ -188,11 +188,11 @@ class UnfairLock(Instance):
 class PoolInstance(Instance):
     """A sqlitefair pool with its defaults (one per process), on the given backend."""
 
-    def __init__(self, config: StrategyConfig, *, backend: str, handoff: str = "strict") -> None:
+    def __init__(self, config: StrategyConfig, *, backend: str, handoff: str | None = None) -> None:
         import sqlitefair
 
         kwargs: dict[str, Any] = {"timeout": config.timeout, "backend": backend}
-        if handoff != "strict":
+        if handoff is not None:  # else the pool's default
             kwargs["handoff"] = handoff
         if config.readers is not None:
             kwargs["readers"] = config.readers
@@ -334,11 +334,11 @@ register(
 )
 register(
     Strategy(
-        "sqlitefair-bounded",
-        "sqlitefair pool, handoff='bounded': a running thread may take the writer first unless the "
-        "oldest waiter waited 1 ms (stdlib sqlite3)",
+        "sqlitefair-strict",
+        "sqlitefair pool, handoff='strict': every release hands the writer to the oldest waiter "
+        "(stdlib sqlite3)",
         "sqlite3",
-        lambda c: PoolInstance(c, backend="sqlite3", handoff="bounded"),
+        lambda c: PoolInstance(c, backend="sqlite3", handoff="strict"),
         is_sqlitefair=True,
         writes_only=True,
     )
