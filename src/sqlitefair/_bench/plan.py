@@ -69,15 +69,16 @@ def default_strategies(workload: str) -> tuple[str, ...]:
 
     Reads are the same on every raw per-thread connection, so read-only
     workloads compare sqlitefair with one of them (``stdlib-immediate``);
-    very short transactions compare it with an unfair lock.
+    very short transactions compare it with an unfair lock, and the default
+    hand-off with strict hand-off.
     """
     sqlitefair = tuple(name for name, s in STRATEGIES.items() if s.is_sqlitefair)
     if workload == "read":
         return ("stdlib-immediate", *(name for name in sqlitefair if not STRATEGIES[name].writes_only))
     if workload == "insert":
-        return ("stdlib-immediate", *sqlitefair)
+        return ("stdlib-immediate", *(name for name in sqlitefair if STRATEGIES[name].default))
     if workload == "short":
-        return ("unfair-lock", *sqlitefair)
+        return ("unfair-lock", "stdlib-immediate", *sqlitefair)
     return tuple(name for name, s in STRATEGIES.items() if s.default)
 
 

@@ -341,6 +341,7 @@ register(
         lambda c: PoolInstance(c, backend="sqlite3", handoff="strict"),
         is_sqlitefair=True,
         writes_only=True,
+        default=False,  # a reference for the default hand-off, not a choice to compare at every size
     )
 )
 for _name, _group, _how in (

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-__all__ = ("evaluate", "TARGET_THREADS", "TARGET_PROCESSES", "GOALS")
+__all__ = ("evaluate", "TARGET_THREADS", "TARGET_PROCESSES", "SCALE_THREADS", "GOALS")
 
 #: Concurrency the write-contention and short-transaction goals are stated at.
 TARGET_THREADS = 16
 #: Processes the cross-process goals are stated at.
 TARGET_PROCESSES = 8
+#: Writer threads the scale goals are stated at.
+SCALE_THREADS = 256
 
 #: id -> (what, goal), in report order.
 GOALS: dict[str, tuple[str, str]] = {
@@ -30,6 +32,27 @@ GOALS: dict[str, tuple[str, str]] = {
     "read.overhead": ("read, 1 thread: pool overhead vs raw connection", "<= 10%"),
     "insert.overhead": ("insert, 1 thread: transaction() overhead vs raw BEGIN IMMEDIATE", "<= 10%"),
     "short.throughput": ("short, 16 threads: throughput vs unfair lock", ">= 90%"),
+}
+# pool.write(fn), group commit and the hand-off rule, on write and short at 16 threads; scale at 256.
+GOALS["write.vs_lock"] = ("write, 16 threads: throughput vs unfair lock (3.13+)", ">= 90%")  # short: short.throughput
+for _w in ("write", "short"):
+    GOALS.update({
+        f"{_w}.fn_vs_lock": (f"{_w}, 16 threads: write(fn) throughput vs unfair lock", ">= 90%"),
+        f"{_w}.group_vs_lock": (f"{_w}, 16 threads: group commit throughput vs unfair lock", ">= 100%"),
+        f"{_w}.group_vs_immediate": (f"{_w}, 16 threads: group commit throughput vs stdlib-immediate", ">= 90%"),
+        f"{_w}.max_wait": (f"{_w}, 16 threads: max wait", "<= 20 ms"),
+        f"{_w}.vs_strict": (f"{_w}, 16 threads: max wait vs strict hand-off (sqlitefair-strict)", "<= 1.5x"),
+        f"{_w}.jain": (f"{_w}, 16 threads: Jain's fairness index", ">= 0.99"),
+    })
+GOALS.update({
+    "scale.throughput": (f"write, {SCALE_THREADS} threads: throughput vs 16 threads", ">= 80%"),
+    "scale.max_wait": (f"write, {SCALE_THREADS} threads: max wait vs ideal ({SCALE_THREADS} x mean transaction)", "<= 3x"),
+})
+#: The write strategies the goals above judge, and which of them apply to each.
+WRITE_GOALS: dict[str, tuple[str, ...]] = {
+    "sqlitefair": ("vs_lock", "max_wait", "vs_strict"),
+    "sqlitefair-write": ("fn_vs_lock", "max_wait", "jain"),
+    "sqlitefair-group": ("group_vs_lock", "group_vs_immediate", "max_wait", "jain"),
 }
 
 Cells = list[dict[str, Any]]
@@ -165,6 +188,52 @@ def _evaluate(label: str, free_threaded: bool, cells: Cells, sf: str) -> list[di
     return out
 
 
+def _evaluate_writes(label: str, version: tuple[int, int], cells: Cells, sf: str) -> list[dict[str, Any]]:
+    """The goals of ``WRITE_GOALS[sf]`` on write and short at 16 threads, and (sqlitefair) at 256."""
+    out = []
+    n = TARGET_THREADS
+    for w in ("write", "short"):
+        mine, lock = _find(cells, w, sf, n), _find(cells, w, "unfair-lock", n)
+        immediate, strict = _find(cells, w, "stdlib-immediate", n), _find(cells, w, "sqlitefair-strict", n)
+        tps = _get(mine, "write", "throughput")
+        max_wait, jain = _get(mine, "write", "wait", "max"), _get(mine, "write", "jain")
+        for goal in WRITE_GOALS[sf]:
+            goal_id = f"{w}.{goal}"
+            if goal_id not in GOALS:  # short.vs_lock: judged as short.throughput
+                continue
+            if goal in ("vs_lock", "fn_vs_lock", "group_vs_lock", "group_vs_immediate"):
+                other = immediate if goal == "group_vs_immediate" else lock
+                theirs = _get(other, "write", "throughput")
+                ratio = _ratio(tps, theirs)
+                floor = 1.0 if goal == "group_vs_lock" else 0.9
+                out.append(_target(goal_id, label, sf, ratio, lambda v, f=floor: v >= f,
+                                   f"{tps or 0:,.0f} vs {theirs or 0:,.0f} tx/s = {ratio or 0:.0%}",
+                                   info=goal == "vs_lock" and version < (3, 13), cells=(mine, other)))
+            elif goal == "max_wait":
+                out.append(_target(goal_id, label, sf, max_wait, lambda v: v <= 0.020, _ms(max_wait or 0), cells=(mine,)))
+            elif goal == "vs_strict":
+                theirs = _get(strict, "write", "wait", "max")
+                ratio = _ratio(max_wait, theirs)
+                out.append(_target(goal_id, label, sf, ratio, lambda v: v <= 1.5,
+                                   f"{_ms(max_wait or 0)} vs {_ms(theirs or 0)} = {ratio or 0:.2f}x", cells=(mine, strict)))
+            else:  # jain
+                out.append(_target(goal_id, label, sf, jain, lambda v: v >= 0.99, f"{jain or 0:.3f}", cells=(mine,)))
+    if sf == "sqlitefair":
+        big, at_16 = _find(cells, "write", sf, SCALE_THREADS), _find(cells, "write", sf, n)
+        tps_big = _get(big, "write", "throughput")
+        ratio = _ratio(tps_big, _get(at_16, "write", "throughput"))
+        out.append(_target("scale.throughput", label, sf, ratio, lambda v: v >= 0.8,
+                           f"{tps_big or 0:,.0f} vs {_get(at_16, 'write', 'throughput') or 0:,.0f} tx/s = {ratio or 0:.0%}",
+                           cells=(big, at_16)))
+        max_wait = _get(big, "write", "wait", "max")
+        ideal = SCALE_THREADS / tps_big if tps_big else None
+        ratio = _ratio(max_wait, ideal)
+        out.append(_target("scale.max_wait", label, sf, ratio, lambda v: v <= 3,
+                           f"{_ms(max_wait or 0)} vs ideal {SCALE_THREADS} x {_ms(1 / tps_big if tps_big else 0)} "
+                           f"= {_ms(ideal or 0)}: {ratio or 0:.2f}x", cells=(big,)))
+    return out
+
+
 def evaluate(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Every goal for every interpreter and sqlitefair strategy that the result has cells for."""
     out: list[dict[str, Any]] = []
@@ -174,4 +243,8 @@ def evaluate(result: dict[str, Any]) -> list[dict[str, Any]]:
         for sf in ("sqlitefair", "sqlitefair-apsw"):
             if any(c["strategy"] == sf for c in cells):
                 out.extend(_evaluate(label, bool(interp.get("free_threaded_build")), cells, sf))
+        version = tuple(int(p) for p in str(interp.get("python_version", "0.0")).split(".")[:2])
+        for sf in WRITE_GOALS:
+            if any(c["strategy"] == sf for c in cells):
+                out.extend(_evaluate_writes(label, version, cells, sf))  # type: ignore[arg-type]
     return out
