@@ -7,7 +7,8 @@
 For each app (Flask on gunicorn gthread, 2 workers x 8 threads; Starlette on
 uvicorn, 2 workers) and each mode (``plain``: a stdlib ``sqlite3`` connection
 per request with deferred transactions, the way tutorials write it;
-``sqlitefair``), it starts the server on a free loopback port with a fresh
+``sqlitefair``: writes in ``pool.transaction()``; ``sqlitefair-write``: writes
+through ``pool.write(fn)``), it starts the server on a free loopback port with a fresh
 database, drives it with ``wrk`` at each concurrency for ``--duration``
 seconds, and stops it.  The request mix (a wrk Lua script): 80 % reads
 (``GET /items/{id}``, ``GET /items?limit=20``), 20 % read-then-write POSTs
@@ -48,7 +49,7 @@ DOCS = ROOT / "docs" / "http-load.md"
 START_MARK = "<!-- http-load results: start (written by benchmarks/http_load.py) -->"
 END_MARK = "<!-- http-load results: end -->"
 APPS = ("flask", "starlette")
-MODES = ("plain", "sqlitefair")
+MODES = ("plain", "sqlitefair", "sqlitefair-write")
 SERVER_LABEL = {
     "flask": "Flask on gunicorn (gthread, 2 workers x 8 threads)",
     "starlette": "Starlette on uvicorn (2 workers)",
@@ -324,7 +325,7 @@ def write_docs(path: Path, text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--apps", default=",".join(APPS), help="comma-separated: flask,starlette")
-    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated: plain,sqlitefair")
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated: plain,sqlitefair,sqlitefair-write")
     parser.add_argument("--concurrency", default="1,2,4,8,16,32", help="connections per cell, comma-separated")
     parser.add_argument("--duration", type=int, default=5, help="whole seconds per cell (default 5)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per cell, median reported (default 3)")

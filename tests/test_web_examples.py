@@ -163,9 +163,10 @@ def check_consistent(port: int, results: list[tuple[str, int, Any]]) -> None:
         assert status == 200 and item["seq"] == body["seq"]
 
 
+@pytest.mark.parametrize("mode", ["sqlitefair", "sqlitefair-write"])
 @pytest.mark.parametrize("app", ["flask", "starlette"])
-def test_sqlitefair_mode_serves_concurrent_requests_without_errors(app: str, tmp_path: Path) -> None:
-    with serve(app, "sqlitefair", tmp_path) as port:
+def test_sqlitefair_mode_serves_concurrent_requests_without_errors(app: str, mode: str, tmp_path: Path) -> None:
+    with serve(app, mode, tmp_path) as port:
         results = hammer(port)
         errors = [(kind, status, body) for kind, status, body in results if status not in (200, 201)]
         assert errors == []
