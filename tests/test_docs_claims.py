@@ -22,10 +22,16 @@ GUIDE = ROOT / "docs" / "guide.md"
 
 
 def _write_cell(cells: list[dict[str, Any]], strategy: str, free_threaded: bool) -> dict[str, Any]:
+    """The write@16 cell of ``strategy`` on the free-threaded interpreter, or on the GIL build of the
+    same version (the run may hold other GIL builds too, e.g. 3.11)."""
+    ft_labels = {c["interpreter"] for c in cells if c.get("free_threaded_build")}
+    assert len(ft_labels) == 1, f"expected one free-threaded interpreter in the published run, found {ft_labels}"
+    (ft_label,) = ft_labels
+    label = ft_label if free_threaded else ft_label.removesuffix("t")
     found = [
         c for c in cells
         if c["workload"] == "write" and c["threads"] == 16 and c["processes"] == 1
-        and c["strategy"] == strategy and bool(c.get("free_threaded_build")) == free_threaded
+        and c["strategy"] == strategy and c["interpreter"] == label
     ]
     assert len(found) == 1, f"expected one write@16 cell of {strategy} (free-threaded: {free_threaded}), found {len(found)}"
     return found[0]["median"]["write"]  # type: ignore[no-any-return]
