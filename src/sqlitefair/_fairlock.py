@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from time import monotonic
 from typing import Any, Callable
 
+from . import _interrupts
 from ._interrupts import protected
 from ._waitqueue import CancelScope, LockTimeout, WaitCancelled, Waiter, WaitQueue
 
@@ -323,8 +324,18 @@ class FairLock:
                 permit.since = monotonic() if now is None else now
             self._holder = permit
             return permit
-        if self._barging is not None and not queue and cancel is None and permit is not self._borrower and not _gil_enabled():
+        if (
+            self._barging is not None
+            and not queue
+            and cancel is None
+            and permit is not self._borrower
+            and get_ident() != _interrupts._main_ident
+            and not _gil_enabled()
+        ):
             # Free-threaded: wait at the baton itself first (see BATON_WAIT); counted as waiting.
+            # Never the main thread: that wait is a C call inside this protected frame, where a
+            # Ctrl-C would be deferred until the wait ends (or, the lock taken, land in the caller's
+            # block); waiting must stay interruptible (see _interrupts).
             if now is None:
                 now = monotonic()
             self._at_baton.append(None)
