@@ -34,11 +34,11 @@ import sys
 import threading
 from _thread import get_ident
 from dataclasses import dataclass, field
-from time import monotonic
+from time import monotonic, sleep
 from typing import Any, Callable
 
 from . import _interrupts
-from ._interrupts import protected
+from ._interrupts import interruptible, protected
 from ._waitqueue import CancelScope, LockTimeout, WaitCancelled, Waiter, WaitQueue
 
 __all__ = (
@@ -338,14 +338,21 @@ class FairLock:
             # block); waiting must stay interruptible (see _interrupts).
             if now is None:
                 now = monotonic()
-            self._at_baton.append(None)
+            at_baton = self._at_baton
+            at_baton.append(None)
             try:
                 taken = self._baton.acquire(True, BATON_WAIT if timeout is None or timeout > BATON_WAIT else timeout)
-            finally:
-                self._at_baton.pop()
+            except BaseException:
+                at_baton.pop()
+                raise
             if taken:
+                at_baton.pop()
                 return self._take(permit, monotonic())
+        else:
+            at_baton = None
         with self._mutex:
+            if at_baton is not None:  # counted at the baton until it holds the lock or is queued (_wait_out_baton)
+                at_baton.pop()
             if self._baton.acquire(False):  # released meanwhile (nobody queued, or barging is on)
                 return self._take(permit, monotonic())
             if permit is not None and permit is self._borrower and self._holder is self._lender:
@@ -364,6 +371,14 @@ class FairLock:
             try_take_locked=self._try_take_locked,
         )
         return granted
+
+    @interruptible
+    def _wait_out_baton(self, deadline: float | None = None) -> None:
+        """Wait until no thread waits at the baton (each leaves it within BATON_WAIT: holding the
+        lock, or queued), or until ``deadline`` (``time.monotonic()``).  For ``close()``: once new
+        checkouts are refused, it queues behind every thread that was already waiting."""
+        while self._at_baton and (deadline is None or monotonic() < deadline):
+            sleep(0.0002)
 
     def _try_take_locked(self, waiter: Waiter) -> Permit | None:
         """A waiter woken to compete takes the lock if it is still free (barging mode)."""
