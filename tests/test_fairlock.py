@@ -404,3 +404,24 @@ def test_a_thread_that_takes_the_lock_again_and_again_never_starves_a_waiter(bar
         stop.set()
         hog.finish()
     assert lock.statistics().held == 0 and lock.statistics().waiting == 0
+
+
+@pytest.mark.parametrize("timeout", [0.0, -0.5, -1.0])
+def test_a_timeout_of_zero_or_less_does_not_wait(timeout: float) -> None:
+    """``acquire(timeout <= 0)`` on a held lock raises LockTimeout at once, as the queue treats it
+    (``max(timeout, 0)``): on a free-threaded build the barging lock's first phase passed it to the
+    baton's ``_thread`` lock, where -1 means "wait forever" and other negatives raise ValueError."""
+    from sqlitefair import Permit
+
+    lock = FairLock(barging=0.001)
+    holder = lock.acquire()
+    try:
+        w = Worker(lambda: lock.acquire(timeout, permit=Permit(0, 0.0)), name="no-wait")
+        w.start()
+        w.join(2)
+        assert not w.is_alive(), f"acquire({timeout}) still waits after 2 s"
+        assert isinstance(w.error, LockTimeout), repr(w.error)
+    finally:
+        lock.release(holder)
+        w.join(5)
+    assert lock.statistics().waiting == 0

@@ -328,6 +328,7 @@ class FairLock:
             self._barging is not None
             and not queue
             and cancel is None
+            and (timeout is None or timeout > 0)  # (a _thread lock's -1 is "forever", other negatives raise)
             and permit is not self._borrower
             and get_ident() != _interrupts._main_ident
             and not _gil_enabled()
