@@ -359,11 +359,14 @@ class FairLock:
             if permit is not None and permit is self._borrower and self._holder is self._lender:
                 # Lent by its holder: the baton stays locked, the lock changes hands.
                 return self._take(permit, monotonic() if now is None else now)
-            waiter = self._queue.join_locked(cancel)
+            if at_baton is not None:  # it arrived earlier and waited at the baton: its place is by arrival
+                waiter = self._queue.join_locked(cancel, arrived=now)
+            else:
+                waiter = self._queue.join_locked(cancel)
+                if now is not None and now < waiter.since:  # the caller's clock read, just before
+                    waiter.since = now
             waiter.permit = permit
             waiter.competes = self._barging is not None
-            if now is not None and now < waiter.since:  # it arrived earlier (and waited at the baton)
-                waiter.since = now
         granted: Permit = self._queue.wait(
             waiter,
             timeout,
