@@ -404,3 +404,57 @@ def test_a_thread_that_takes_the_lock_again_and_again_never_starves_a_waiter(bar
         stop.set()
         hog.finish()
     assert lock.statistics().held == 0 and lock.statistics().waiting == 0
+
+
+@pytest.mark.parametrize("timeout", [0.0, -0.5, -1.0])
+def test_a_timeout_of_zero_or_less_does_not_wait(timeout: float) -> None:
+    """``acquire(timeout <= 0)`` on a held lock raises LockTimeout at once, as the queue treats it
+    (``max(timeout, 0)``): on a free-threaded build the barging lock's first phase passed it to the
+    baton's ``_thread`` lock, where -1 means "wait forever" and other negatives raise ValueError."""
+    from sqlitefair import Permit
+
+    lock = FairLock(barging=0.001)
+    holder = lock.acquire()
+    try:
+        w = Worker(lambda: lock.acquire(timeout, permit=Permit(0, 0.0)), name="no-wait")
+        w.start()
+        w.join(2)
+        assert not w.is_alive(), f"acquire({timeout}) still waits after 2 s"
+        assert isinstance(w.error, LockTimeout), repr(w.error)
+    finally:
+        lock.release(holder)
+        w.join(5)
+    assert lock.statistics().waiting == 0
+
+
+def test_barging_lock_waiters_that_arrived_while_it_was_held_are_served_in_arrival_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """"Waiters stay FIFO among themselves" (FairLock(barging=...)).  On a free-threaded build a
+    waiter first waits at the baton and joins the queue when that times out; a waiter whose
+    time-out wake-up comes late (a loaded machine: the thread is not scheduled at once; simulated
+    here by a longer BATON_WAIT for the first one) joined the queue behind a waiter that arrived
+    after it, and was served after it although the lock was held throughout."""
+    from sqlitefair import Permit, _fairlock
+
+    lock = FairLock(barging=0.001)
+    holder = lock.acquire()
+    served: list[str] = []
+
+    def work(tag: str) -> None:
+        permit = lock.acquire(timeout=20, permit=Permit(0, 0.0))
+        served.append(tag)
+        lock.release(permit)
+
+    monkeypatch.setattr(_fairlock, "BATON_WAIT", 0.3)
+    first = Worker(work, "first", name="first")
+    first.start()
+    wait_until(lambda: lock.statistics().waiting == 1, what="the first waiter")
+    monkeypatch.setattr(_fairlock, "BATON_WAIT", 0.005)
+    second = Worker(work, "second", name="second")
+    second.start()
+    wait_until(lambda: lock.statistics().waiting == 2, what="the second waiter")
+    wait_until(lambda: len(lock._queue) == 2, what="both to queue")
+    time.sleep(0.002)
+    lock.release(holder)
+    first.finish()
+    second.finish()
+    assert served == ["first", "second"]

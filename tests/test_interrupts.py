@@ -94,3 +94,70 @@ def test_an_interrupt_landing_in_a_weakref_callback_is_deferred_not_swallowed(tm
             _interrupts.raise_if_deferred()
     finally:
         pool.close()
+
+
+def _interrupt_main_while_it_waits_for_the_writer(pool: sqlitefair.Pool, release_after: float) -> tuple[bool, float]:
+    """Another thread holds the writer; once the main thread waits for it, SIGINT goes to the main
+    thread and the writer is released ``release_after`` seconds later.  Returns whether the main
+    thread's block body ran and how long after the signal its KeyboardInterrupt came."""
+    import time
+
+    lock = pool._state.writer.lock
+    held = threading.Event()
+    sent: list[float] = []
+
+    def holder() -> None:
+        with pool.transaction():
+            held.set()
+            deadline = time.monotonic() + 10
+            while lock.statistics().waiting < 1 and time.monotonic() < deadline:
+                time.sleep(0.0001)
+            sent.append(time.monotonic())
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # type: ignore[arg-type]
+            time.sleep(release_after)
+
+    t = threading.Thread(target=holder, name="holder", daemon=True)
+    t.start()
+    assert held.wait(10)
+    ran = False
+    try:
+        with pool.transaction(timeout=10):
+            ran = True
+            time.sleep(0.05)  # the deferred interrupt lands here, in the user's block
+        pytest.fail("no KeyboardInterrupt")
+    except KeyboardInterrupt:
+        latency = time.monotonic() - sent[0]
+    t.join(10)
+    return ran, latency
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals go to the main thread")
+def test_ctrl_c_while_waiting_for_the_writer_never_starts_the_block(tmp_path: Path) -> None:
+    """Waiting is interruptible: a Ctrl-C while the main thread waits for the writer ends the wait
+    at once, so the block does not begin even if the writer is freed a moment later.  (On a
+    free-threaded build the first BATON_WAIT of a wait ran inside protected code: the signal was
+    deferred, the freed writer went to the main thread and the interrupt landed in its block.)"""
+    pool = sqlitefair.connect(tmp_path / "app.db")
+    try:
+        assert sqlitefair._interrupts.signal_protection_active()
+        for _ in range(5):
+            ran, _latency = _interrupt_main_while_it_waits_for_the_writer(pool, release_after=0.001)
+            assert not ran, "the block began after Ctrl-C was pressed while it waited for the writer"
+    finally:
+        pool.close()
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals go to the main thread")
+def test_ctrl_c_while_waiting_for_the_writer_is_raised_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The KeyboardInterrupt of a main thread waiting for the writer comes at once, not after a
+    first phase of the wait (BATON_WAIT, made long here so that a delay shows)."""
+    from sqlitefair import _fairlock
+
+    monkeypatch.setattr(_fairlock, "BATON_WAIT", 0.5)
+    pool = sqlitefair.connect(tmp_path / "app.db")
+    try:
+        ran, latency = _interrupt_main_while_it_waits_for_the_writer(pool, release_after=2.0)
+        assert not ran
+        assert latency < 0.2, f"KeyboardInterrupt came {latency:.3f} s after the signal"
+    finally:
+        pool.close()

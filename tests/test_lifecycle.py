@@ -203,6 +203,47 @@ def test_close_waits_for_checked_out_connections(db_path: Path) -> None:
     assert pool.stats().readers_open == 0
 
 
+def test_close_serves_the_threads_already_waiting_for_the_writer(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Threads already waiting when close() starts are served first (its docstring).  On a
+    free-threaded build a transaction() first waits at the baton, outside the queue: close() must
+    not overtake it there, or it gets PoolClosed after having waited before the close."""
+    import time
+
+    from _helpers import wait_until
+
+    from sqlitefair import _fairlock
+
+    monkeypatch.setattr(_fairlock, "BATON_WAIT", 0.2)  # (5 ms shows it too, most of the time)
+    pool = sqlitefair.connect(db_path)
+    lock = pool._state.writer.lock
+    inside = threading.Event()
+    finish = threading.Event()
+
+    def slow_write() -> None:
+        with pool.transaction():
+            inside.set()
+            finish.wait(10)
+
+    def waiting_write() -> None:
+        with pool.transaction(timeout=10) as conn:
+            conn.execute("create table t(x)")
+
+    holder = Worker(slow_write, name="holder")
+    holder.start()
+    assert inside.wait(10)
+    waiter = Worker(waiting_write, name="waiter")
+    waiter.start()
+    wait_until(lambda: lock.statistics().waiting == 1, what="the transaction to wait")
+    closer = Worker(pool.close, name="closer")
+    closer.start()
+    wait_until(lambda: pool._closed and len(lock._queue) >= 1, what="close() (or the transaction) to queue")
+    time.sleep(0.002)  # close() is past the bounded hand-off window: the writer is handed over, not freed
+    finish.set()
+    holder.finish()
+    waiter.finish()  # raises the waiter's exception, if any (PoolClosed)
+    closer.finish()
+
+
 def test_close_timeout_is_clear_and_late_returns_are_closed(db_path: Path) -> None:
     pool = sqlitefair.connect(db_path)
     inside = threading.Event()

@@ -34,10 +34,11 @@ import sys
 import threading
 from _thread import get_ident
 from dataclasses import dataclass, field
-from time import monotonic
+from time import monotonic, sleep
 from typing import Any, Callable
 
-from ._interrupts import protected
+from . import _interrupts
+from ._interrupts import interruptible, protected
 from ._waitqueue import CancelScope, LockTimeout, WaitCancelled, Waiter, WaitQueue
 
 __all__ = (
@@ -323,28 +324,49 @@ class FairLock:
                 permit.since = monotonic() if now is None else now
             self._holder = permit
             return permit
-        if self._barging is not None and not queue and cancel is None and permit is not self._borrower and not _gil_enabled():
+        if (
+            self._barging is not None
+            and not queue
+            and cancel is None
+            and (timeout is None or timeout > 0)  # (a _thread lock's -1 is "forever", other negatives raise)
+            and permit is not self._borrower
+            and get_ident() != _interrupts._main_ident
+            and not _gil_enabled()
+        ):
             # Free-threaded: wait at the baton itself first (see BATON_WAIT); counted as waiting.
+            # Never the main thread: that wait is a C call inside this protected frame, where a
+            # Ctrl-C would be deferred until the wait ends (or, the lock taken, land in the caller's
+            # block); waiting must stay interruptible (see _interrupts).
             if now is None:
                 now = monotonic()
-            self._at_baton.append(None)
+            at_baton = self._at_baton
+            at_baton.append(None)
             try:
                 taken = self._baton.acquire(True, BATON_WAIT if timeout is None or timeout > BATON_WAIT else timeout)
-            finally:
-                self._at_baton.pop()
+            except BaseException:
+                at_baton.pop()
+                raise
             if taken:
+                at_baton.pop()
                 return self._take(permit, monotonic())
+        else:
+            at_baton = None
         with self._mutex:
+            if at_baton is not None:  # counted at the baton until it holds the lock or is queued (_wait_out_baton)
+                at_baton.pop()
             if self._baton.acquire(False):  # released meanwhile (nobody queued, or barging is on)
                 return self._take(permit, monotonic())
             if permit is not None and permit is self._borrower and self._holder is self._lender:
                 # Lent by its holder: the baton stays locked, the lock changes hands.
                 return self._take(permit, monotonic() if now is None else now)
-            waiter = self._queue.join_locked(cancel)
+            if at_baton is not None:  # it arrived earlier and waited at the baton: its place is by arrival
+                waiter = self._queue.join_locked(cancel, arrived=now)
+            else:
+                waiter = self._queue.join_locked(cancel)
+                if now is not None and now < waiter.since:  # the caller's clock read, just before
+                    waiter.since = now
             waiter.permit = permit
             waiter.competes = self._barging is not None
-            if now is not None and now < waiter.since:  # it arrived earlier (and waited at the baton)
-                waiter.since = now
         granted: Permit = self._queue.wait(
             waiter,
             timeout,
@@ -353,6 +375,14 @@ class FairLock:
             try_take_locked=self._try_take_locked,
         )
         return granted
+
+    @interruptible
+    def _wait_out_baton(self, deadline: float | None = None) -> None:
+        """Wait until no thread waits at the baton (each leaves it within BATON_WAIT: holding the
+        lock, or queued), or until ``deadline`` (``time.monotonic()``).  For ``close()``: once new
+        checkouts are refused, it queues behind every thread that was already waiting."""
+        while self._at_baton and (deadline is None or monotonic() < deadline):
+            sleep(0.0002)
 
     def _try_take_locked(self, waiter: Waiter) -> Permit | None:
         """A waiter woken to compete takes the lock if it is still free (barging mode)."""

@@ -358,7 +358,10 @@ class Pool:
             return None if limit is None else limit - (time.monotonic() - start)
 
         try:
-            permits.append((writer.lock, writer.lock.acquire(remaining())))
+            # Threads waiting at the writer's baton (free-threaded builds) are waiting already:
+            # let them reach the queue (or the writer) first, so that they are served before us.
+            writer.lock._wait_out_baton(None if limit is None else start + limit)
+            permits.append((writer.lock, writer.lock.acquire(remaining(), queue=True)))
             for _ in range(self._readers):
                 permits.append((slots, slots.acquire(remaining(), record=False)))
         except LockTimeout as exc:

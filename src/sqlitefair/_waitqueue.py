@@ -148,12 +148,24 @@ class WaitQueue:
     def has_thread_locked(self, ident: int) -> bool:
         return any(w.ident == ident for w in self._waiters)
 
-    def join_locked(self, cancel: CancelScope | None, parker: Any = None) -> Waiter:
-        """Queue the calling thread (raises WaitCancelled, queueing nothing, if ``cancel`` already fired)."""
+    def join_locked(self, cancel: CancelScope | None, parker: Any = None, arrived: float | None = None) -> Waiter:
+        """Queue the calling thread (raises WaitCancelled, queueing nothing, if ``cancel`` already fired).
+
+        ``arrived``: when it began waiting, if earlier (it waited elsewhere first: a FairLock's
+        baton); it then goes ahead of the waiters that arrived after it, so the queue stays in
+        arrival order."""
         waiter = Waiter(parker)
         if cancel is not None:
             cancel._attach_locked(self, waiter)
-        self._waiters[waiter] = None
+        waiters = self._waiters
+        if arrived is not None and arrived < waiter.since:
+            waiter.since = arrived
+            later = [w for w in waiters if w.since > arrived] if waiters and next(reversed(waiters)).since > arrived else ()
+            waiters[waiter] = None
+            for w in later:  # (rare, and a few waiters: they stay in their order, behind it)
+                waiters.move_to_end(w)
+        else:
+            waiters[waiter] = None
         self.count += 1
         return waiter
 
