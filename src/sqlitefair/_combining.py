@@ -12,7 +12,10 @@ the time.  A *callable* can be run by whichever thread holds the writer, so:
   transaction of its own, and wakes each caller with its result.  It stops at
   the first waiter that is not a ``write()`` call (a ``transaction()``, a
   ``close()``), which gets the writer handed over as usual: arrival order is
-  kept across both kinds.  A combiner serves for at most
+  kept across both kinds.  (On a free-threaded build a ``transaction()`` with
+  the default bounded hand-off first waits up to ``BATON_WAIT`` at the lock's
+  baton, where the combiner does not see it: calls that arrive during that
+  wait may run before it.)  A combiner serves for at most
   ``COMBINE_SECONDS``, then hands the writer on (to a ``write()`` caller,
   which combines in turn).
 * **Group commit** (``connect(..., group_commit=True)``).  The combiner runs

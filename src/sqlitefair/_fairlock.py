@@ -247,7 +247,11 @@ class FairLock:
       unlocked when the oldest waiter is younger than the bound; that waiter
       is then woken to compete, and any thread may take the baton first;
     * ``_holder`` is replaced by the holder itself (acquire, release) or, on a
-      hand-over, under the mutex by the thread that releases.
+      hand-over, under the mutex by the thread that releases;
+    * ``_at_baton`` holds one item per thread blocked on the baton itself
+      (barging mode, free-threaded builds, never the main thread): it is
+      counted from before that wait until it holds the lock or, under the
+      mutex, joins the queue, so ``close()`` can wait until none is left.
     """
 
     def __init__(self, *, barging: float | None = None) -> None:
@@ -255,7 +259,9 @@ class FairLock:
         oldest); else seconds: a release hands over only to a waiter that has waited that long, and
         otherwise frees the lock and wakes the oldest waiter to compete for it, so that a running
         thread may take it first (PyMutex's rule since Python 3.13, with its 1 ms).  Waiters stay
-        FIFO among themselves; nobody waits much longer than ``barging`` plus a holder's turn."""
+        FIFO among themselves; nobody waits much longer than ``barging`` plus a holder's turn.  On a
+        free-threaded build a waiter first waits up to BATON_WAIT at the baton itself (FIFO there,
+        PyMutex's own 1 ms rule), then queues in its place by arrival; that wait is the bound there."""
         if barging is not None and not barging >= 0:
             raise ValueError(f"barging must be None or seconds >= 0, got {barging!r}")
         self._barging = barging
@@ -329,7 +335,7 @@ class FairLock:
             and not queue
             and cancel is None
             and (timeout is None or timeout > 0)  # (a _thread lock's -1 is "forever", other negatives raise)
-            and permit is not self._borrower
+            and (permit is None or permit is not self._borrower)  # a borrower takes its loan below
             and get_ident() != _interrupts._main_ident
             and not _gil_enabled()
         ):
