@@ -28,6 +28,9 @@ _STYLE = {
     "unfair-lock": ("tab:purple", "-."),
     "sqlitefair": ("tab:blue", "-"),
     "sqlitefair-apsw": ("tab:green", "-"),
+    "sqlitefair-strict": ("tab:cyan", "--"),
+    "sqlitefair-write": ("tab:brown", "-"),
+    "sqlitefair-group": ("tab:pink", "-"),
 }
 
 
