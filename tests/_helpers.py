@@ -25,6 +25,13 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str =
         time.sleep(0.001)
 
 
+def queued(lock: Any) -> int:
+    """Waiters in ``lock``'s FIFO queue.  (``statistics().waiting`` also counts threads that wait at
+    a barging FairLock's baton on a free-threaded build, whose place is fixed only when they queue.)"""
+    queue = getattr(lock, "_queue", None)
+    return len(queue) if queue is not None else int(lock.statistics().waiting)
+
+
 def run_in_fork(child: Callable[[], str]) -> str:
     """Run ``child`` in a forked process and return the text it returned.
 

@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from _helpers import Worker, wait_until
+from _helpers import Worker, queued, wait_until
 from conftest import STRESS
 
 from sqlitefair import CancelScope, FairLock, FairSemaphore, LockTimeout, WaitCancelled, WouldBlock
@@ -53,12 +53,15 @@ def test_waiters_are_served_in_arrival_order(seed: int, kind: str) -> None:
         served.append(tag)
         lock.release(permit)
 
+    # queued(), not statistics().waiting: a waiter's place is fixed when it queues (one that waits at
+    # a barging lock's baton and that the scheduler keeps off the CPU past BATON_WAIT may be
+    # overtaken: the bound, not FIFO).
     workers = []
     for position, tag in enumerate(order):
         w = Worker(work, tag, name=f"waiter-{tag}")
         w.start()
         workers.append(w)
-        wait_until(lambda: lock.statistics().waiting == position + 1, what=f"waiter {tag} to queue")
+        wait_until(lambda: queued(lock) == position + 1, what=f"waiter {tag} to queue")
     lock.release(holder)
     for w in workers:
         w.finish()
@@ -200,10 +203,7 @@ def test_interrupted_waiter_passes_a_granted_permit_on(kind: str) -> None:
     try:
         w = Worker(lambda: lock.acquire(timeout=20), name="interrupted")
         w.start()
-        # in the queue, with the exploding parker (a barging lock on a free-threaded build first
-        # waits at its baton, where statistics() counts it already)
-        queue = getattr(lock, "_queue", None)
-        wait_until(lambda: (len(queue) if queue is not None else lock.statistics().waiting) == 1)
+        wait_until(lambda: queued(lock) == 1)  # in the queue, with the exploding parker
     finally:
         _waitqueue._thread.allocate_lock = real_allocate  # type: ignore[assignment]
     follower = Worker(lambda: lock.release(lock.acquire(timeout=20)), name="follower")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from _helpers import Worker, wait_until
+from _helpers import Worker, queued, wait_until
 from _workers import hold_write_lock, write_rows
 from conftest import STRESS, trace_statements
 
@@ -148,7 +148,7 @@ def test_writers_are_served_in_arrival_order(
             w = Worker(write, tag, name=f"writer-{tag}")
             w.start()
             workers.append(w)
-            wait_until(lambda: pool.stats().writer_queue == position + 1, what=f"writer {tag} to queue")
+            wait_until(lambda: queued(pool._state.writer.lock) == position + 1, what=f"writer {tag} to queue")
     for w in workers:
         w.finish()
     assert committed() == order
