@@ -5,6 +5,7 @@ queue, with a lock-free path while nobody waits)."""
 from __future__ import annotations
 
 import random
+import sys
 import threading
 import time
 
@@ -461,3 +462,24 @@ def test_barging_lock_waiters_that_arrived_while_it_was_held_are_served_in_arriv
     first.finish()
     second.finish()
     assert served == ["first", "second"]
+
+
+@pytest.mark.skipif(getattr(sys, "_is_gil_enabled", lambda: True)(), reason="the baton wait is for free-threaded builds")
+def test_behind_a_long_queue_a_waiter_queues_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With BATON_QUEUE_MAX waiters queued, a newcomer joins the queue without waiting at the baton."""
+    from sqlitefair import _fairlock
+
+    monkeypatch.setattr(_fairlock, "BATON_QUEUE_MAX", 1)
+    monkeypatch.setattr(_fairlock, "BATON_WAIT", 30.0)  # a waiter that does wait there stays there
+    lock = FairLock(barging=0.001)
+    holder = lock.acquire()
+    first = Worker(lambda: lock.release(lock.acquire(timeout=60, queue=True)), name="queued")
+    first.start()
+    wait_until(lambda: queued(lock) == 1, what="the first waiter to queue")
+    second = Worker(lambda: lock.release(lock.acquire(timeout=60)), name="behind")
+    second.start()
+    wait_until(lambda: queued(lock) == 2, what="the second waiter to queue at once, not after BATON_WAIT")
+    assert lock._at_baton == []
+    lock.release(holder)
+    first.finish()
+    second.finish()
