@@ -456,7 +456,7 @@ def test_barging_lock_waiters_that_arrived_while_it_was_held_are_served_in_arriv
     second = Worker(work, "second", name="second")
     second.start()
     wait_until(lambda: lock.statistics().waiting == 2, what="the second waiter")
-    wait_until(lambda: len(lock._queue) == 2, what="both to queue")
+    wait_until(lambda: queued(lock) == 2, what="both to queue")
     time.sleep(0.002)
     lock.release(holder)
     first.finish()

@@ -7,13 +7,15 @@ import os
 import sqlite3
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Callable
 
 import pytest
-from _helpers import Worker, run_in_fork, tmpfs_mount
+from _helpers import Worker, held_by_another_thread, queued, run_in_fork, tmpfs_mount, wait_until
 
 import sqlitefair
+from sqlitefair import _fairlock
 
 
 def digest(path: Path) -> str:
@@ -207,39 +209,23 @@ def test_close_serves_the_threads_already_waiting_for_the_writer(db_path: Path, 
     """Threads already waiting when close() starts are served first (its docstring).  On a
     free-threaded build a transaction() first waits at the baton, outside the queue: close() must
     not overtake it there, or it gets PoolClosed after having waited before the close."""
-    import time
-
-    from _helpers import wait_until
-
-    from sqlitefair import _fairlock
-
     monkeypatch.setattr(_fairlock, "BATON_WAIT", 0.2)  # (5 ms shows it too, most of the time)
     pool = sqlitefair.connect(db_path)
     lock = pool._state.writer.lock
-    inside = threading.Event()
-    finish = threading.Event()
-
-    def slow_write() -> None:
-        with pool.transaction():
-            inside.set()
-            finish.wait(10)
 
     def waiting_write() -> None:
         with pool.transaction(timeout=10) as conn:
             conn.execute("create table t(x)")
 
-    holder = Worker(slow_write, name="holder")
-    holder.start()
-    assert inside.wait(10)
-    waiter = Worker(waiting_write, name="waiter")
-    waiter.start()
-    wait_until(lambda: lock.statistics().waiting == 1, what="the transaction to wait")
-    closer = Worker(pool.close, name="closer")
-    closer.start()
-    wait_until(lambda: pool._closed and len(lock._queue) >= 1, what="close() (or the transaction) to queue")
-    time.sleep(0.002)  # close() is past the bounded hand-off window: the writer is handed over, not freed
-    finish.set()
-    holder.finish()
+    with held_by_another_thread(pool.transaction()) as (_, leave):
+        waiter = Worker(waiting_write, name="waiter")
+        waiter.start()
+        wait_until(lambda: lock.statistics().waiting == 1, what="the transaction to wait")
+        closer = Worker(pool.close, name="closer")
+        closer.start()
+        wait_until(lambda: pool._closed and queued(lock) >= 1, what="close() (or the transaction) to queue")
+        time.sleep(0.002)  # close() is past the bounded hand-off window: the writer is handed over, not freed
+        leave()
     waiter.finish()  # raises the waiter's exception, if any (PoolClosed)
     closer.finish()
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from _helpers import Worker, held_by_another_thread, wait_until
+from _helpers import Worker, held_by_another_thread, queued, wait_until
 
 import sqlitefair
 
@@ -98,7 +98,7 @@ def test_a_transaction_queued_between_calls_keeps_its_place(
         workers = queue_writes(wpool, ["w1", "w2"], insert)
         block = Worker(as_block, "block")
         block.start()
-        wait_until(lambda: len(lock._queue) == 3, what="the transaction() to queue")
+        wait_until(lambda: queued(lock) == 3, what="the transaction() to queue")
         for tag in ("w3", "w4"):
             w = Worker(wpool.write, insert, tag, name=f"writer-{tag}")
             w.start()
