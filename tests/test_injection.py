@@ -25,7 +25,9 @@ deferred interrupt is left behind.
 
 from __future__ import annotations
 
+import fcntl
 import linecache
+import os
 import signal
 import sys
 import threading
@@ -37,13 +39,13 @@ from typing import Any, Callable
 import pytest
 
 import sqlitefair
-from sqlitefair import _defaults, _fairlock, _interrupts, _readers, _slots, _wal, _waitqueue, _writer
+from sqlitefair import _defaults, _fairlock, _interrupts, _procqueue, _readers, _slots, _wal, _waitqueue, _writer
 
 pytestmark = pytest.mark.skipif(
     threading.current_thread() is not threading.main_thread(), reason="signals are delivered to the main thread"
 )
 
-_PATH_MODULES = (_writer, _readers, _fairlock, _slots, _waitqueue, _wal)
+_PATH_MODULES = (_writer, _readers, _fairlock, _slots, _waitqueue, _wal, _procqueue)
 _POOL_LEVEL = {Path(m.__file__).resolve() for m in (_writer, _readers)}  # type: ignore[arg-type]
 _PATH_FILES = {Path(m.__file__).resolve() for m in _PATH_MODULES}  # type: ignore[arg-type]
 _SKIP_NAMES = {"statistics", "_statistics_locked", "__repr__", "wait_stats", "queued_or_holding", "held_by_current_thread"}
@@ -193,6 +195,44 @@ def writer_barges(pool: sqlitefair.Pool, k: int, done: list[int], stop: Flag) ->
     return writer_hands_over(pool, k, done, stop)
 
 
+def _someone_queued_across_processes(path: str) -> bool:
+    """Whether a waiter holds a ticket slot of the cross-process queue (asked through a descriptor of our own)."""
+    fd = os.open(_procqueue.side_file(path), os.O_RDWR)
+    try:
+        request = _procqueue._FLOCK.pack(fcntl.F_WRLCK, 0, _procqueue._SLOT_BASE, 8 * _procqueue.SLOTS, 0)
+        answer = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, request)
+        return _procqueue._FLOCK.unpack(answer)[0] != fcntl.F_UNLCK
+    finally:
+        os.close(fd)
+
+
+_other_pools: dict[str, sqlitefair.Pool] = {}
+
+
+def writer_behind_other_process(pool: sqlitefair.Pool, k: int, done: list[int], stop: Flag) -> list[threading.Thread]:
+    """Another pool on the file (standing for another process) holds the writer's turn until this
+    one waits in the cross-process queue: the ticket, the helper thread's wait, the grant."""
+    if pool.path not in _other_pools:
+        _other_pools[pool.path] = sqlitefair.connect(pool.path, readers=1, timeout=5)
+    other = _other_pools[pool.path]
+    held = Flag()
+
+    def holder() -> None:
+        with other.transaction(timeout=5):
+            held.set()
+            _wait_for(lambda: _someone_queued_across_processes(pool.path), stop)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    held.wait(5)
+    try:
+        with pool.transaction(timeout=5) as conn:
+            _insert_block(conn, k, done)
+    finally:
+        stop.set()
+    return [t]
+
+
 def read_alone(pool: sqlitefair.Pool, k: int, done: list[int], stop: Flag) -> list[threading.Thread]:
     with pool.read(timeout=5) as conn:
         conn.execute("select count(*) from t").fetchone()
@@ -267,7 +307,7 @@ def _forget_connections(pool: sqlitefair.Pool) -> None:
 
 SCENARIOS = [
     writer_alone, writer_checkpoints, writer_first_use, writer_nested, writer_queued, writer_hands_over,
-    writer_barges, read_alone, read_first_use, read_queued, read_hands_over,
+    writer_barges, writer_behind_other_process, read_alone, read_first_use, read_queued, read_hands_over,
 ]
 
 
@@ -317,9 +357,21 @@ def _assert_whole(pool: sqlitefair.Pool, probe: Any, k: int, done: list[int], wh
     assert parts in ([], ["a", "b"]), f"{where}: half a block committed: {parts}"
     if k not in done:
         assert parts == [], f"{where}: the block's body never finished, yet its rows are committed"
-    # Nobody left SQLite's write lock taken.
+    # Nobody left SQLite's write lock taken, nor the cross-process turn (a waiter that gave up
+    # leaves the queue as soon as its helper's wait ends: allow it a moment).
     probe.execute("BEGIN IMMEDIATE")
     probe.execute("ROLLBACK")
+    deadline = time.monotonic() + 2
+    while True:
+        fd = os.open(_procqueue.side_file(pool.path), os.O_RDWR)
+        try:
+            free = _procqueue._try_take(fd)
+        finally:
+            os.close(fd)
+        if free or time.monotonic() > deadline:
+            break
+        time.sleep(0.005)
+    assert free, f"{where}: the cross-process turn was left taken"
 
 
 def _try_lines(seen: list[tuple[str, int]] | set[tuple[str, int]]) -> set[tuple[str, int]]:
@@ -339,6 +391,9 @@ def test_an_exception_at_every_line_leaves_the_pool_whole(
     import sqlite3
 
     path = tmp_path / "app.db"
+    # Every transaction takes the cross-process turn and gives it back (no turn kept for the next),
+    # so that each run takes the same lines.
+    monkeypatch.setattr(_defaults, "PROCESS_TURN", 0.0)
     # Which way a release goes must not depend on timing: strict hand-off, or (writer_barges) a
     # barging bound so long that the waiter is always woken to compete.
     if scenario is writer_barges:
@@ -383,3 +438,6 @@ def test_an_exception_at_every_line_leaves_the_pool_whole(
     finally:
         probe.close()
         pool.close()
+        other = _other_pools.pop(pool.path, None)
+        if other is not None:
+            other.close()

@@ -326,7 +326,7 @@ def test_public_surface_is_pinned() -> None:
         "connect", "Pool", "PoolStats", "WaitStats", "BusyPolicy", "FairRetry", "ConstantRetry",
         "SQLiteBusyTimeout", "Backend", "FairLock", "FairSemaphore", "Permit", "LockStatistics", "GroupCommitError",
         "LockTimeout", "WouldBlock", "CancelScope", "WaitCancelled", "SqlitefairError", "PoolTimeout", "PoolClosed", "NotCheckedOut", "TransactionControlError", "NestingError",
-        "ConfigurationError", "OpenError", "FreeThreadingWarning", "WalResetBugWarning", "DEFAULT_PRAGMAS",
+        "ConfigurationError", "OpenError", "FreeThreadingWarning", "WalResetBugWarning", "ProcessQueueWarning", "DEFAULT_PRAGMAS",
         "gil_enabled", "has_wal_reset_bug", "__version__",
     }  # fmt: skip
     for name in sqlitefair.__all__:

@@ -39,6 +39,12 @@ CHECKPOINT_READER_WAIT: float = 0.25
 HANDOFF: str = "bounded"
 BARGING_WINDOW: float = 0.001
 
+#: Seconds a process keeps the writer's turn in the cross-process queue (``process_queue``) while
+#: its own threads go on writing, before it goes to the back of the queue: a hand-off to another
+#: process costs a thread wake-up there, so turns run a few transactions back to back.  Bounds
+#: the wait of a process behind N others to about N turns.
+PROCESS_TURN: float = 0.001
+
 #: Percentiles in :meth:`Pool.stats` are over this many most recent waits.
 STATS_WINDOW: int = 65536
 

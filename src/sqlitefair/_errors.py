@@ -24,6 +24,7 @@ __all__ = (
     "OpenError",
     "FreeThreadingWarning",
     "WalResetBugWarning",
+    "ProcessQueueWarning",
 )
 
 
@@ -107,7 +108,14 @@ class FreeThreadingWarning(RuntimeWarning):
 
 
 class WalResetBugWarning(RuntimeWarning):
-    """The linked SQLite has the WAL-reset bug and several connections write this database."""
+    """The linked SQLite has the WAL-reset bug and a connection outside sqlitefair's writer queue
+    writes this database too."""
+
+
+class ProcessQueueWarning(RuntimeWarning):
+    """The cross-process writer queue is off for a database (its side file cannot be used, or it
+    lives on a network file system): writers of different processes are then ordered by the busy
+    policy alone."""
 
 
 # -- messages that carry live numbers ------------------------------------------------------------
@@ -158,6 +166,21 @@ def reads_nested_error(name: str, readers: int, caller: str = "thread") -> Nesti
         "waiting for one would wait for itself until the timeout. Nothing was run. Use the enclosing "
         "block's connection, or pass a larger readers= to connect()."
     )
+
+
+def process_queue_timeout_error(backend: Any, name: str, waited: float, queued: float, timeout: float | None) -> PoolTimeout:
+    """The error for a deadline that passed while writers of other processes were ahead in the
+    cross-process queue (``queued``: seconds of the wait spent there)."""
+    error: PoolTimeout = backend.timeout_error(
+        f"Timed out after {waited:.2f} s waiting for the writer of {name!r} (timeout={timeout} s), "
+        f"{queued:.2f} s of it behind writers of other processes in sqlitefair's cross-process queue: "
+        "a writer in another process held its transaction that long, or many were ahead. Keep write "
+        "transactions short in every process that uses this file, or pass a longer timeout.",
+        waiting_for="writer",
+        waited=waited,
+        timeout=timeout,
+    )
+    return error
 
 
 def busy_timeout_error(

@@ -114,6 +114,14 @@ def database_target(path: object) -> tuple[str, bool, str]:
     return absolute, False, absolute
 
 
+def uri_file_path(uri: str) -> str:
+    """The file a ``file:`` URI names, as an absolute path (https://www.sqlite.org/uri.html)."""
+    rest = uri[5:].partition("?")[0].partition("#")[0]
+    if rest.startswith("//"):  # file://authority/path: the authority is empty or "localhost"
+        rest = "/" + rest[2:].partition("/")[2]
+    return os.path.abspath(urllib.parse.unquote(rest))
+
+
 def refuse_read_only_uri(uri: str) -> None:
     """A ``mode=ro`` or ``immutable=1`` URI opens fine and fails at the first write: refuse it here."""
     query = uri.partition("?")[2].partition("#")[0]

@@ -31,7 +31,8 @@ from ._errors import ConfigurationError, PoolClosed, SqlitefairError, WalResetBu
 from ._fairlock import FairLock
 from ._files import FileWatch
 from ._interrupts import protected
-from ._opening import OnConnect, Opener, check_timeout, database_target, merge_pragmas
+from ._opening import OnConnect, Opener, check_timeout, database_target, merge_pragmas, uri_file_path
+from ._procqueue import ProcessQueue, side_file, unavailable_reason, warn_unavailable
 from ._readers import Read, ReaderSet
 from ._slots import FairSlots
 from ._stats import PoolStats, StatsRecorder
@@ -149,8 +150,17 @@ class Pool:
         wal_limit: int | None = _defaults.WAL_LIMIT,
         group_commit: bool = False,
         handoff: str = _defaults.HANDOFF,
+        process_queue: bool = True,
     ) -> None:
         self._target, self._uri, self._name = database_target(path)
+        #: The database file's absolute path (also for a ``file:`` URI).
+        self._file = uri_file_path(self._target) if self._uri else self._target
+        if not isinstance(process_queue, bool):
+            raise ConfigurationError(f"process_queue must be True or False, got {process_queue!r}")
+        self._process_queue = False  # decided once the file exists (below)
+        #: Why the cross-process queue is off ("" while it is on).
+        self._process_queue_off = "" if process_queue else "process_queue=False"
+
         if handoff not in ("strict", "bounded"):
             raise ConfigurationError(f"handoff must be 'strict' or 'bounded', got {handoff!r}")
         self._barging = None if handoff == "strict" else _defaults.BARGING_WINDOW
@@ -199,6 +209,8 @@ class Pool:
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
         conn = self._opener.open("writer", deadline, check_pragma_names=True)
         self._backend.close(conn)
+        if process_queue:
+            self._start_process_queue()
         self._files = FileWatch(None if self._uri else self._target, self._name)
         with _registry_lock:
             _live_pools.add(self)
@@ -386,8 +398,11 @@ class Pool:
                     conn, slot.item = slot.item, None
                     self._discard(state, conn)
             state.readers.close_idle()  # those in slots that are free but close() did not get
-            if permits and permits[0][0] is writer.lock and writer.conn is not None:
-                writer.drop(writer.conn)
+            if permits and permits[0][0] is writer.lock:
+                if writer.conn is not None:
+                    writer.drop(writer.conn)
+                if writer.procq is not None:
+                    writer.procq.close()
             for semaphore, permit in reversed(permits):
                 semaphore.release(permit)
             self._files.close()
@@ -490,6 +505,23 @@ class Pool:
     def _closed_error(self) -> PoolClosed:
         return PoolClosed(f"the pool for {self._name!r} is closed; create a new one with sqlitefair.connect()")
 
+    def _start_process_queue(self) -> None:
+        """Join the writer queue across processes, or say (once, here) why it cannot work."""
+        file = self._file
+        reason = unavailable_reason(file)
+        if reason is None:
+            queue = ProcessQueue(file, self._name, self._state.writer._end_idle_turn)
+            try:
+                queue.probe()
+            except OSError as exc:
+                reason = f"its file {side_file(file)!r} cannot be used ({exc.strerror or exc})"
+            else:
+                self._process_queue = True
+                self._state.writer.procq = queue
+                return
+        self._process_queue_off = reason
+        warn_unavailable(self._name, reason)
+
     def _saw_other_writer(self) -> None:
         """Another connection (another process, or a fork) writes this file too: warn once
         if the linked SQLite can then lose committed writes (the WAL-reset bug)."""
@@ -546,6 +578,7 @@ def connect(
     wal_limit: int | None = _defaults.WAL_LIMIT,
     group_commit: bool = False,
     handoff: str = _defaults.HANDOFF,
+    process_queue: bool = True,
 ) -> Pool:
     """Open a fair pool for the SQLite database at ``path`` (created if missing).
 
@@ -567,6 +600,12 @@ def connect(
       every release; ``"bounded"`` lets a running thread take a freed writer
       first unless the oldest waiter has waited 1 ms (then it is handed over):
       fewer thread wake-ups, waiters still FIFO among themselves.
+    * ``process_queue``: writers of every sqlitefair pool on this file, in every
+      process, are served in order of arrival (a queue of kernel record locks on a
+      side file, ``<path>-sqlitefair-queue``; Linux).  ``False`` leaves the order
+      between processes to the busy policy.  Where it cannot work (a network file
+      system, a side file that cannot be written, an URI target) it is off with a
+      :class:`ProcessQueueWarning`.
 
     The file is opened once here so that mistakes fail early, then closed:
     connections are opened lazily, so a pool made before ``os.fork()`` hands
@@ -583,4 +622,5 @@ def connect(
         wal_limit=wal_limit,
         group_commit=group_commit,
         handoff=handoff,
+        process_queue=process_queue,
     )

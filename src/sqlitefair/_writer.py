@@ -5,10 +5,13 @@ Life of a write (``with pool.transaction() as conn``):
 1. queue for the writer in this process (a :class:`FairLock`: FIFO among waiters; with the
    default ``handoff="bounded"`` a running thread may take a freed writer first unless the
    oldest waiter has waited 1 ms);
-2. ``BEGIN IMMEDIATE``, retried under the busy policy while another
-   connection, usually another process, holds SQLite's write lock;
-3. the caller's statements, then ``COMMIT`` (or ``ROLLBACK`` on exception);
-4. hand the writer to the next thread in the queue.
+2. at the head of that queue, queue behind the writers of other processes on the same file
+   (:mod:`._procqueue`; skipped with ``process_queue=False``);
+3. ``BEGIN IMMEDIATE``, retried under the busy policy while a connection outside the
+   queues (another program, or a pool without the queue) holds SQLite's write lock;
+4. the caller's statements, then ``COMMIT`` (or ``ROLLBACK`` on exception), and a
+   checkpoint when one is due, all before the next process may begin;
+5. hand the turn to the next process, and the writer to the next thread in the queue.
 
 **Ownership belongs to the checkout.**  A :class:`Transaction` object owns
 the connection and the stack of its open blocks, and is itself the writer
@@ -47,9 +50,17 @@ from typing import TYPE_CHECKING, Any
 
 from ._backends import Connection
 from ._busy import BusyTimeout
-from ._errors import NestingError, SqlitefairError, TransactionControlError, busy_timeout_error, queue_timeout_error
-from ._fairlock import FairLock, Permit
+from ._errors import (
+    NestingError,
+    SqlitefairError,
+    TransactionControlError,
+    busy_timeout_error,
+    process_queue_timeout_error,
+    queue_timeout_error,
+)
+from ._fairlock import FairLock, Permit, WouldBlock
 from ._interrupts import _deferred, protected, raise_if_deferred
+from ._procqueue import ProcessQueue, QueueTimeout
 from ._waitqueue import CancelScope, LockTimeout
 
 if TYPE_CHECKING:
@@ -81,17 +92,22 @@ def enclosing_transaction(state: _ProcessState) -> Transaction | None:
 
 
 class WriterGate:
-    """The writer of one pool in one process: the FIFO lock and the one writer connection.
+    """The writer of one pool in one process: the FIFO lock, the one writer connection, and
+    this pool's place in the queue across processes.
 
-    Invariant: ``conn`` is read and replaced only by the thread holding a
-    ``lock`` permit (a transaction, or ``close()``); a connection found
-    inside a transaction at checkout, closed, or in an unknown state is
-    rolled back or replaced, never handed out as it is.
+    Invariant: ``conn`` and ``procq``'s turn are used only by the thread holding a ``lock``
+    permit (a transaction, or ``close()``); a connection found inside a transaction at
+    checkout, closed, or in an unknown state is rolled back or replaced, never handed out
+    as it is.  The turn across processes is taken after the permit and given back before it.
     """
 
     def __init__(self, pool: Pool, state: _ProcessState) -> None:
         self.lock = FairLock(barging=pool._barging)
         self.conn: Connection | None = None
+        #: The cross-process writer queue (None: off, see ``connect(process_queue=...)``).
+        self.procq: ProcessQueue | None = (
+            ProcessQueue(pool._file, pool._name, self._end_idle_turn) if pool._process_queue else None
+        )
         self._pool = pool
         self._state = state
 
@@ -100,6 +116,26 @@ class WriterGate:
         pool = self._pool
         pool._stats.add("write_timeouts")
         return queue_timeout_error(pool._backend, pool._name, "writer", exc.waited, timeout, exc.statistics)
+
+    def _end_idle_turn(self) -> None:
+        """(The turn keeper's thread) give up a cross-process turn that outlived its end while
+        nobody here writes; if the writer is in use, its holder does that when it ends."""
+        try:
+            permit = self.lock.acquire_nowait()
+        except WouldBlock:
+            return
+        try:
+            procq = self.procq
+            if procq is not None and procq.held and monotonic() >= procq.turn_until:
+                procq.release()
+        finally:
+            self.lock.release(permit)
+
+    def process_timeout_error(self, exc: QueueTimeout, timeout: float | None, start: float) -> Exception:
+        """The :class:`PoolTimeout` for a wait behind writers of other processes that gave up (counted)."""
+        pool = self._pool
+        pool._stats.add("write_timeouts")
+        return process_queue_timeout_error(pool._backend, pool._name, monotonic() - start, exc.waited, timeout)
 
     def connection(self, deadline: float | None) -> Connection:
         """The writer connection, opened on first use (the caller holds the permit)."""
@@ -231,6 +267,14 @@ class Transaction(Permit):
             # From here on, only this checkout touches the writer connection.
             if state.shut_down:
                 raise pool._closed_error()
+            procq = gate.procq
+            queued = 0.0  # seconds waited behind writers of other processes
+            if procq is not None and not (procq.held and self.since < procq.turn_until):  # else: our turn goes on
+                procq.release()  # a turn that ended (nothing if none is kept): to the back of the queue
+                try:
+                    queued = procq.acquire(deadline)
+                except QueueTimeout as exc:
+                    raise gate.process_timeout_error(exc, timeout, start) from None
             conn = self._conn = gate.conn or gate.connection(deadline)
             backend = pool._backend
             if conn.in_transaction:  # left open by an interrupted holder: heal, count, go on (both bindings)
@@ -256,11 +300,11 @@ class Transaction(Permit):
             # Statistics and warnings last: if a warning is an error here, the handler below rolls back.
             if retries:  # waited for another connection's lock since the permit was granted
                 now = monotonic()
-                pool._stats.write_served(now - start, retries, now - self.since)
-                pool._saw_other_writer()
-            elif self._records_wait:  # the wait in the queue (none when the writer was free)
-                pool._stats.write_waited(self.since - start)
-                if state.in_fork_child:
+                pool._stats.write_served(now - start, retries, now - self.since - queued)
+                pool._saw_other_writer()  # (with the queue on: a writer outside it)
+            elif self._records_wait:  # the wait in the queues (none when the writer was free)
+                pool._stats.write_waited(monotonic() - start if queued else self.since - start)
+                if state.in_fork_child and procq is None:
                     pool._saw_other_writer()
             return conn  # inside the try: an exception even here gives everything back
         except BaseException:
@@ -360,6 +404,9 @@ class Transaction(Permit):
                     self._give_back()
                     return
                 conn._sf_holder = None  # backend.set_holder(), inlined
+                procq = state.writer.procq
+                if procq is not None and start >= procq.turn_until:
+                    procq.release()  # the turn is over: the next process's writer may begin (after our checkpoint)
                 del self._stack[0]
                 try:  # (the token stays: a give-back after this resets it again, which raises and is caught)
                     _current.reset(self._token)
@@ -456,6 +503,8 @@ class Transaction(Permit):
                 gate.reset(conn)
             if state.shut_down and gate.conn is not None:
                 gate.drop(gate.conn)
+            if gate.procq is not None:
+                gate.procq.release()  # (nothing if not taken)
         stack = self._stack if self._root is self else ()
         if len(stack) > 1:
             for block in stack[1:]:  # nested blocks still open (out of order): they can never run again

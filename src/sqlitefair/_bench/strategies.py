@@ -188,10 +188,12 @@ class UnfairLock(Instance):
 class PoolInstance(Instance):
     """A sqlitefair pool with its defaults (one per process), on the given backend."""
 
-    def __init__(self, config: StrategyConfig, *, backend: str, handoff: str | None = None) -> None:
+    def __init__(
+        self, config: StrategyConfig, *, backend: str, handoff: str | None = None, process_queue: bool = True
+    ) -> None:
         import sqlitefair
 
-        kwargs: dict[str, Any] = {"timeout": config.timeout, "backend": backend}
+        kwargs: dict[str, Any] = {"timeout": config.timeout, "backend": backend, "process_queue": process_queue}
         if handoff is not None:  # else the pool's default
             kwargs["handoff"] = handoff
         if config.readers is not None:
@@ -342,6 +344,17 @@ register(
         is_sqlitefair=True,
         writes_only=True,
         default=False,  # a reference for the default hand-off, not a choice to compare at every size
+    )
+)
+register(
+    Strategy(
+        "sqlitefair-noqueue",
+        "sqlitefair pool, process_queue=False: processes ordered by the busy policy alone (stdlib sqlite3)",
+        "sqlite3",
+        lambda c: PoolInstance(c, backend="sqlite3", process_queue=False),
+        is_sqlitefair=True,
+        writes_only=True,
+        default=False,  # a reference for the cross-process queue (the procs workload)
     )
 )
 for _name, _group, _how in (
