@@ -326,6 +326,7 @@ class Pool:
             wal_reset_bug=has_wal_reset_bug(self._sqlite_version),
             gil_enabled=gil_enabled(),
             busy_policy=self._policy.name,
+            process_queue="on" if self._process_queue else f"off: {self._process_queue_off}",
             readers=self._readers,
             wal_bytes=self._wal.wal_bytes(),
             reads=state.readers.slots.wait_stats(),
@@ -523,8 +524,10 @@ class Pool:
         warn_unavailable(self._name, reason)
 
     def _saw_other_writer(self) -> None:
-        """Another connection (another process, or a fork) writes this file too: warn once
-        if the linked SQLite can then lose committed writes (the WAL-reset bug)."""
+        """Another connection writes this file too (with the cross-process queue on: one outside
+        it; off: another process, or a fork): warn once if the linked SQLite can then lose
+        committed writes (the WAL-reset bug).  sqlitefair's own connections write and checkpoint
+        only while they hold the queue's turn, so among themselves they cannot race."""
         if not self._warn_wal_reset:
             return
         self._warn_wal_reset = False
@@ -533,10 +536,14 @@ class Pool:
             advice = f"use backend='apsw' (it bundles SQLite {fixed}, which is fixed)"
         else:
             advice = "use an SQLite of 3.51.3 or later (3.50.7+ and 3.44.6+ have the fix too), e.g. backend='apsw' with a current apsw"
+        who = (
+            "a connection outside sqlitefair's writer queue (another program, or a pool with "
+            "process_queue=False)" if self._process_queue else "another connection"
+        )
         warnings.warn(
             f"SQLite {self._sqlite_version} ({self._backend.name} backend) has the WAL-reset bug: when several "
             f"connections write one WAL database, a checkpoint racing a commit can lose committed transactions, "
-            f"and another connection is writing {self._name!r}. To be safe, {advice}. "
+            f"and {who} is writing {self._name!r}. To be safe, {advice}. "
             "See https://sqlite.org/wal.html#walresetbug",
             WalResetBugWarning,
             stacklevel=3,

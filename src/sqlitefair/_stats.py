@@ -41,6 +41,8 @@ class PoolStats:
     wal_reset_bug: bool
     gil_enabled: bool
     busy_policy: str
+    #: "on" while writers of every process line up in the cross-process queue, else "off: <why>".
+    process_queue: str
     readers: int
     writes: WaitStats
     reads: WaitStats
