@@ -92,6 +92,16 @@ def matrix_cells(matrix: dict[str, Any]) -> list[Cell]:
         repeats=matrix["repeats"],
     )
     cells.extend(build_plan(options))
+    # The pool without the cross-process queue, beside it at the goal's size.
+    options = PlanOptions(
+        workloads=("procs",),
+        processes=(max(procs["processes"]),),
+        threads_per_process=procs["threads_per_process"],
+        duration=matrix["duration"],
+        repeats=matrix["repeats"],
+        strategies=("sqlitefair-noqueue",),
+    )
+    cells.extend(c for c in build_plan(options) if c not in cells)
     return cells
 
 

@@ -348,6 +348,10 @@ def _assert_whole(pool: sqlitefair.Pool, probe: Any, k: int, done: list[int], wh
     assert not _interrupts._deferred, f"{where}: a deferred KeyboardInterrupt was left behind"
     assert sys.getprofile() is None, f"{where}: the delivery hook was left installed"
     stats = pool.stats()
+    deadline = time.monotonic() + 1
+    while stats.writer_in_use and time.monotonic() < deadline:  # the turn keeper may hold it an instant
+        time.sleep(0.001)
+        stats = pool.stats()
     assert not stats.writer_in_use and stats.writer_queue == 0, f"{where}: writer left held/queued: {stats}"
     assert stats.readers_in_use == 0 and stats.reader_queue == 0, f"{where}: reader left held/queued: {stats}"
     with pool.transaction(timeout=1) as conn:

@@ -120,6 +120,9 @@ class WriterGate:
     def _end_idle_turn(self) -> None:
         """(The turn keeper's thread) give up a cross-process turn that outlived its end while
         nobody here writes; if the writer is in use, its holder does that when it ends."""
+        procq = self.procq
+        if procq is None or not procq.held:  # (a hint, looked at again below: no permit taken for nothing)
+            return
         try:
             permit = self.lock.acquire_nowait()
         except WouldBlock:
