@@ -20,7 +20,9 @@ released, and it drops them the instant their process dies, however it dies.  By
   ticket number into the slot (the *mark*) once it holds ``W``.
 
 *Fast path* (nobody queued, writer free): one ``F_OFD_SETLK`` of ``W`` and ``Q`` together,
-which succeeds only if neither is held, and one unlock after the transaction.
+which succeeds only if neither is held, then ``Q`` let go at once (so that a process arriving
+while we hold ``W`` queues in full, holding ``Q``, and we cannot take ``W`` again ahead of it
+however slowly it wakes up), and one unlock after the transaction.
 
 *Queued path*, a CLH queue: take ticket ``t`` under ``T`` (lock slot ``t`` first, then
 publish the counter), hold ``Q`` shared, wait for slot ``t - 1``; once it is free, its mark
@@ -200,14 +202,18 @@ def _closed(fd: int) -> int:
 
 
 def _try_take(fd: int) -> bool:
-    """Take ``W`` and ``Q`` in one call if neither is held (the writer free, nobody queued)."""
+    """Take ``W`` if neither it nor ``Q`` is held (the writer free, nobody queued): both in one
+    call, then ``Q`` let go again.  Holding ``Q`` for the whole turn would keep the processes that
+    queue meanwhile from holding it, so at the turn's end this process could take ``W`` again
+    before they wake up, again and again."""
     try:
         _lock(fd, _SETLK, _WR, _W, 2)
-        return True
     except OSError as exc:
         if exc.errno in (errno.EAGAIN, errno.EACCES):
             return False
         raise
+    _lock(fd, _SETLK, _UN, _Q)
+    return True
 
 
 def _close_inherited() -> None:
@@ -303,7 +309,7 @@ def _wait_in_queue(fd: int) -> None:
         os.pwrite(fd, _U64.pack(ticket), _COUNTER)
     finally:
         _lock(fd, _SETLK, _UN, _T)
-    _lock(fd, _SETLKW, _RD, _Q)  # waits while a fast-path holder has Q: it is not queued behind us
+    _lock(fd, _SETLKW, _RD, _Q)  # (waits only for the instant a fast path holds W and Q together)
     before = ticket - 1
     while before > 0 and ticket - before < SLOTS:
         where = _slot(before)

@@ -1,0 +1,211 @@
+"""The cross-process writer queue (``_procqueue``) against real processes: real forks and
+subprocesses, real SIGKILLs, real files.  Bounds on time are generous (seconds against
+timeouts of many seconds): these tests are about who gets served, not how fast."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import sqlitefair
+from sqlitefair import _procqueue
+
+pytestmark = pytest.mark.skipif(
+    _procqueue.unavailable_reason(os.getcwd()) is not None, reason="needs Linux OFD locks"
+)
+
+SRC = str(Path(sqlitefair.__file__).resolve().parent.parent)
+
+
+def spawn(script: str, *args: str) -> subprocess.Popen[str]:
+    """Run ``script`` in a fresh interpreter (this sqlitefair on its path); its stdout is a pipe."""
+    env = dict(os.environ, PYTHONPATH=SRC)
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(script), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def wait_line(proc: subprocess.Popen[str], expected: str) -> None:
+    line = proc.stdout.readline().strip()  # type: ignore[union-attr]
+    if line != expected:
+        err = finish(proc)
+        raise AssertionError(f"child said {line!r}, not {expected!r}: {err}")
+
+
+def finish(proc: subprocess.Popen[str]) -> str:
+    """Kill ``proc`` if it still runs; return its stderr (its pipes closed)."""
+    if proc.poll() is None:
+        proc.kill()
+    _, err = proc.communicate(timeout=30)
+    return err
+
+
+def make_db(path: Path) -> None:
+    pool = sqlitefair.connect(path)
+    with pool.transaction() as conn:
+        conn.execute("create table if not exists t (who text, at real)")
+    pool.close()
+
+
+# A process that writes without pause for ``seconds`` (one thread, back-to-back transactions).
+BUSY_WRITER = """
+    import sys, time, sqlitefair
+    path, seconds = sys.argv[1], float(sys.argv[2])
+    pool = sqlitefair.connect(path, timeout=30)
+    with pool.transaction() as conn:
+        conn.execute("insert into t values ('busy', 0)")
+    print("ready", flush=True)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        with pool.transaction() as conn:
+            conn.execute("insert into t values ('busy', ?)", (time.time(),))
+    pool.close()
+    print("done", flush=True)
+"""
+
+
+# A process that takes the turn through a ProcessQueue of its own, writes its name into a log
+# while it holds the turn, and gives it back.
+QUEUER = """
+    import os, sys, time
+    from sqlitefair._procqueue import ProcessQueue
+    db, name, log, hold = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+    queue = ProcessQueue(db, name)
+    print("start", flush=True)
+    queue.acquire(time.monotonic() + 30)
+    with open(log, "a") as f:
+        f.write(name + "\\n")
+    time.sleep(hold)
+    queue.release()
+    queue.close()
+    print("done", flush=True)
+"""
+
+
+def queued_tickets(db: Path) -> int:
+    """How many waiters hold a ticket slot (asked through a descriptor of our own)."""
+    import fcntl
+
+    fd = os.open(_procqueue.side_file(str(db)), os.O_RDWR)
+    try:
+        count = 0
+        for ticket in range(1, 64):
+            request = _procqueue._FLOCK.pack(fcntl.F_WRLCK, 0, _procqueue._slot(ticket), 1, 0)
+            answer = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, request)
+            count += _procqueue._FLOCK.unpack(answer)[0] != fcntl.F_UNLCK
+        return count
+    finally:
+        os.close(fd)
+
+
+def stopped(pid: int) -> bool:
+    """Whether every thread of ``pid`` is stopped (by SIGSTOP)."""
+    states = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/stat") as f:
+            states.append(f.read().rpartition(")")[2].split()[0])
+    return all(state == "T" for state in states)
+
+
+def wait_until(predicate, timeout: float = 20.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.002)
+
+
+def test_a_fast_path_holder_that_gives_the_turn_up_goes_behind_a_process_already_waiting(tmp_path: Path) -> None:
+    """Holding the turn from the fast path, a process gives it up and asks again at once (a
+    process writing back to back does so at every turn's end): a process that was already waiting
+    must go first, even if it is slow to wake up (here: stopped with SIGSTOP, as a loaded machine
+    may leave it unscheduled for a while).  The holder must not take the turn again ahead of it."""
+    db = tmp_path / "app.db"
+    make_db(db)
+    log = tmp_path / "order.log"
+    mine = _procqueue.ProcessQueue(str(db), "holder")
+    try:
+        mine.acquire(time.monotonic() + 10)  # the fast path: nobody else around
+        assert mine.held
+        other = spawn(QUEUER, str(db), "other", str(log), "0")
+        try:
+            wait_line(other, "start")
+            wait_until(lambda: queued_tickets(db) == 1, what="the other process to queue")
+            time.sleep(0.2)  # (asleep in the kernel by now)
+            os.kill(other.pid, signal.SIGSTOP)
+            try:
+                wait_until(lambda: stopped(other.pid), what="the other process to stop")
+                mine.release()
+                try:
+                    mine.acquire(time.monotonic() + 1)
+                except _procqueue.QueueTimeout:
+                    overtook = False  # behind the waiter, which cannot run yet
+                else:
+                    overtook = True
+                    mine.release()
+            finally:
+                os.kill(other.pid, signal.SIGCONT)
+            wait_line(other, "done")
+        finally:
+            finish(other)
+    finally:
+        mine.close()
+    assert not overtook, "the holder took the turn again ahead of a process that was waiting for it"
+    assert log.read_text().split() == ["other"]
+
+
+def test_processes_that_queue_in_order_are_served_in_order(tmp_path: Path) -> None:
+    db = tmp_path / "app.db"
+    make_db(db)
+    log = tmp_path / "order.log"
+    mine = _procqueue.ProcessQueue(str(db), "holder")
+    procs = []
+    try:
+        mine.acquire(time.monotonic() + 10)
+        for i in range(4):
+            proc = spawn(QUEUER, str(db), f"p{i}", str(log), "0.01")
+            procs.append(proc)
+            wait_line(proc, "start")
+            wait_until(lambda: queued_tickets(db) == i + 1, what=f"p{i} to queue")
+        mine.release()
+        for proc in procs:
+            wait_line(proc, "done")
+    finally:
+        for proc in procs:
+            finish(proc)
+        mine.close()
+    assert log.read_text().split() == ["p0", "p1", "p2", "p3"]
+
+
+def test_a_process_writing_back_to_back_does_not_starve_a_waiting_process(tmp_path: Path) -> None:
+    """A process that took the turn on the fast path and writes without pause must still let a
+    process that queued behind it in: at the end of its turn the waiter goes first."""
+    db = tmp_path / "app.db"
+    make_db(db)
+    busy = spawn(BUSY_WRITER, str(db), "8")
+    try:
+        wait_line(busy, "ready")
+        time.sleep(0.3)
+        pool = sqlitefair.connect(db, timeout=10)
+        try:
+            start = time.monotonic()
+            with pool.transaction() as conn:
+                conn.execute("insert into t values ('waiter', ?)", (time.time(),))
+            waited = time.monotonic() - start
+        finally:
+            pool.close()
+        # The busy process keeps writing for 8 s: the waiter is served within a few of its turns.
+        assert waited < 3, f"the waiting process was served only after {waited:.2f} s"
+    finally:
+        finish(busy)
