@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -209,3 +210,252 @@ def test_a_process_writing_back_to_back_does_not_starve_a_waiting_process(tmp_pa
         assert waited < 3, f"the waiting process was served only after {waited:.2f} s"
     finally:
         finish(busy)
+
+
+# A process with a pool on the file that does what its mode says, reporting each step on stdout
+# (and reading "go" on stdin where it waits to be told).
+WRITER = """
+    import gc, os, signal, sys, threading, time, sqlitefair
+    path, mode = sys.argv[1], sys.argv[2]
+    pool = sqlitefair.connect(path, timeout=30)
+    print("start", flush=True)
+    if mode == "hold":  # hold a transaction open until told
+        with pool.transaction() as conn:
+            conn.execute("insert into t values ('hold', 0)")
+            print("holding", flush=True)
+            sys.stdin.readline()
+        print("done", flush=True)
+    elif mode == "commit-then-idle":  # commit (inside its turn, so the turn is kept), then do nothing
+        with pool.transaction() as conn:
+            conn.execute("insert into t values ('idle', 0)")
+        print("idle", flush=True)
+    elif mode == "rollback-then-idle":
+        try:
+            with pool.transaction() as conn:
+                conn.execute("insert into t values ('idle', 0)")
+                raise ValueError
+        except ValueError:
+            pass
+        print("idle", flush=True)
+    elif mode == "interrupted-then-idle":  # a KeyboardInterrupt inside the block
+        try:
+            with pool.transaction() as conn:
+                conn.execute("insert into t values ('idle', 0)")
+                signal.raise_signal(signal.SIGINT)
+                time.sleep(5)
+        except KeyboardInterrupt:
+            pass
+        print("idle", flush=True)
+    elif mode == "dropped-then-idle":  # commit, then drop the pool unclosed
+        import warnings
+        warnings.simplefilter("ignore")
+        with pool.transaction() as conn:
+            conn.execute("insert into t values ('idle', 0)")
+        del pool, conn
+        gc.collect()
+        print("idle", flush=True)
+    elif mode in ("queue", "queue-on-go"):  # wait for the writer (timeout from argv), commit, report
+        timeout = float(sys.argv[3])
+        if mode == "queue-on-go":
+            sys.stdin.readline()
+        try:
+            with pool.transaction(timeout=timeout) as conn:
+                conn.execute("insert into t values ('queue', 0)")
+            print("committed", flush=True)
+        except sqlitefair.PoolTimeout:
+            print("timeout", flush=True)
+    elif mode == "fork-while-holding":  # hold a transaction; fork a child that outlives us
+        with pool.transaction() as conn:
+            conn.execute("insert into t values ('hold', 0)")
+            pid = os.fork()
+            if pid == 0:
+                time.sleep(60)
+                os._exit(0)
+            print(f"child {pid}", flush=True)
+            sys.stdin.readline()
+    sys.stdin.readline()
+"""
+
+
+def writer(db: Path, mode: str, *args: str) -> subprocess.Popen[str]:
+    env = dict(os.environ, PYTHONPATH=SRC)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(WRITER), str(db), mode, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    wait_line(proc, "start")
+    return proc
+
+
+def write_within(db: Path, bound: float, timeout: float = 10.0) -> None:
+    """Commit a transaction here (timeout ``timeout``); fail if it took longer than ``bound``."""
+    pool = sqlitefair.connect(db, timeout=timeout)
+    try:
+        start = time.monotonic()
+        with pool.transaction() as conn:
+            conn.execute("insert into t values ('here', 0)")
+        waited = time.monotonic() - start
+    finally:
+        pool.close()
+    assert waited < bound, f"waited {waited:.2f} s for the writer (timeout {timeout} s)"
+
+
+def kill(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def test_a_process_killed_while_holding_the_turn_frees_it(tmp_path: Path) -> None:
+    db = tmp_path / "app.db"
+    make_db(db)
+    holder = writer(db, "hold")
+    try:
+        wait_line(holder, "holding")
+        kill(holder)
+        write_within(db, 3)
+    finally:
+        finish(holder)
+
+
+@pytest.mark.parametrize("mode", ["commit-then-idle", "rollback-then-idle", "interrupted-then-idle", "dropped-then-idle"])
+def test_a_process_that_stops_writing_gives_the_turn_up(tmp_path: Path, mode: str) -> None:
+    db = tmp_path / "app.db"
+    make_db(db)
+    idle = writer(db, mode)
+    try:
+        wait_line(idle, "idle")
+        write_within(db, 3)
+    finally:
+        finish(idle)
+
+
+def test_a_process_killed_while_queued_does_not_stall_the_one_behind_it(tmp_path: Path) -> None:
+    db = tmp_path / "app.db"
+    make_db(db)
+    holder = writer(db, "hold")
+    procs = [holder]
+    try:
+        wait_line(holder, "holding")
+        doomed = writer(db, "queue", "30")
+        procs.append(doomed)
+        wait_until(lambda: queued_tickets(db) == 1, what="the doomed process to queue")
+        behind = writer(db, "queue", "30")
+        procs.append(behind)
+        wait_until(lambda: queued_tickets(db) == 2, what="the second process to queue")
+        kill(doomed)
+        holder.stdin.write("go\n")  # type: ignore[union-attr]
+        holder.stdin.flush()  # type: ignore[union-attr]
+        wait_line(holder, "done")
+        start = time.monotonic()
+        wait_line(behind, "committed")
+        assert time.monotonic() - start < 3
+    finally:
+        for proc in procs:
+            finish(proc)
+
+
+# Takes a ticket as the queued path does (T, then its slot, then the counter published) and stops
+# there, holding T, until it is killed.
+TICKET_TAKER = """
+    import os, sys, time
+    from sqlitefair import _procqueue as q
+    fd = os.open(q.side_file(sys.argv[1]), os.O_RDWR)
+    q._lock(fd, q._SETLKW, q._WR, q._T)
+    (last,) = q._U64.unpack(os.pread(fd, 8, q._COUNTER).ljust(8, b"\\0"))
+    q._lock(fd, q._SETLKW, q._WR, q._slot(last + 1))
+    os.pwrite(fd, q._U64.pack(last + 1), q._COUNTER)
+    print("ticket", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_pool_made_while_another_process_takes_a_ticket_still_joins_the_queue(tmp_path: Path) -> None:
+    """connect() checks that the side file's locks work; another process holding T at that moment
+    (taking a ticket: every queued wait does) proves they do, and must not turn the queue off."""
+    db = tmp_path / "app.db"
+    make_db(db)
+    ticket_taker = spawn(TICKET_TAKER, str(db))
+    try:
+        wait_line(ticket_taker, "ticket")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", sqlitefair.ProcessQueueWarning)
+            pool = sqlitefair.connect(db)
+        try:
+            assert pool._state.writer.procq is not None
+        finally:
+            pool.close()
+    finally:
+        finish(ticket_taker)
+
+
+def test_a_process_killed_while_holding_the_ticket_lock_does_not_stall_the_queue(tmp_path: Path) -> None:
+    """Killed holding T, with its ticket slot locked and the counter published (no mark ever written)."""
+    db = tmp_path / "app.db"
+    make_db(db)
+    mine = _procqueue.ProcessQueue(str(db), "holder")
+    mine.acquire(None)
+    behind = writer(db, "queue-on-go", "30")  # (its pool made before T is taken)
+    procs = [behind]
+    try:
+        ticket_taker = spawn(TICKET_TAKER, str(db))
+        procs.append(ticket_taker)
+        wait_line(ticket_taker, "ticket")
+        behind.stdin.write("go\n")  # type: ignore[union-attr]
+        behind.stdin.flush()  # type: ignore[union-attr]
+        time.sleep(0.3)  # (waiting for T)
+        kill(ticket_taker)
+        wait_until(lambda: queued_tickets(db) == 1, what="the process behind to queue")
+        mine.release()
+        start = time.monotonic()
+        wait_line(behind, "committed")
+        assert time.monotonic() - start < 3
+    finally:
+        mine.close()
+        for proc in procs:
+            finish(proc)
+
+
+def test_a_timed_out_waiter_leaves_the_queue_without_stalling_the_one_behind(tmp_path: Path) -> None:
+    db = tmp_path / "app.db"
+    make_db(db)
+    holder = writer(db, "hold")
+    procs = [holder]
+    try:
+        wait_line(holder, "holding")
+        impatient = writer(db, "queue", "1")
+        procs.append(impatient)
+        wait_until(lambda: queued_tickets(db) == 1, what="the impatient process to queue")
+        behind = writer(db, "queue", "30")
+        procs.append(behind)
+        wait_until(lambda: queued_tickets(db) == 2, what="the second process to queue")
+        wait_line(impatient, "timeout")
+        holder.stdin.write("go\n")  # type: ignore[union-attr]
+        holder.stdin.flush()  # type: ignore[union-attr]
+        wait_line(holder, "done")
+        start = time.monotonic()
+        wait_line(behind, "committed")
+        assert time.monotonic() - start < 3
+    finally:
+        for proc in procs:
+            finish(proc)
+
+
+def test_a_fork_child_does_not_keep_its_dead_parents_turn(tmp_path: Path) -> None:
+    db = tmp_path / "app.db"
+    make_db(db)
+    parent = writer(db, "fork-while-holding")
+    child = 0
+    try:
+        line = parent.stdout.readline().split()  # type: ignore[union-attr]
+        assert line[0] == "child", line
+        child = int(line[1])
+        kill(parent)
+        write_within(db, 3)
+    finally:
+        if child:  # (first: it shares the parent's pipes)
+            os.kill(child, signal.SIGKILL)
+        finish(parent)

@@ -459,7 +459,12 @@ class ProcessQueue:
     def probe(self) -> None:
         """Open the side file and check that its locks work (raises OSError if not)."""
         fd = self._descriptor(monotonic())
-        _lock(fd, _SETLK, _RD, _T)
+        try:
+            _lock(fd, _SETLK, _RD, _T)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                return  # another waiter holds T (taking its ticket): the locks work
+            raise
         _lock(fd, _SETLK, _UN, _T)
 
     # -- the turn ---------------------------------------------------------------
