@@ -459,3 +459,60 @@ def test_a_fork_child_does_not_keep_its_dead_parents_turn(tmp_path: Path) -> Non
         if child:  # (first: it shares the parent's pipes)
             os.kill(child, signal.SIGKILL)
         finish(parent)
+
+
+# Forks (from another thread) while the pool opens its side file, between the open() and the
+# descriptor's registration for the fork handler: the window made wide by a slower open.
+FORK_WHILE_OPENING = """
+    import os, sys, threading, time, sqlitefair
+    from sqlitefair import _procqueue as q
+    path = sys.argv[1]
+    opened, forked = threading.Event(), threading.Event()
+    real_open = q._open_side_file
+
+    def slow_open(*args):
+        fd = real_open(*args)
+        opened.set()
+        forked.wait(2)  # another thread forks meanwhile (or waits for us, if fork is held off)
+        return fd
+
+    q._open_side_file = slow_open
+
+    def forker():
+        opened.wait()
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(60)
+            os._exit(0)
+        print(f"child {pid}", flush=True)
+        forked.set()
+
+    thread = threading.Thread(target=forker)
+    thread.start()
+    pool = sqlitefair.connect(path, timeout=30)
+    thread.join()
+    with pool.transaction() as conn:
+        conn.execute("insert into t values ('hold', 0)")
+        print("holding", flush=True)
+        time.sleep(60)
+"""
+
+
+def test_a_fork_while_the_side_file_is_being_opened_leaves_the_child_no_share_in_the_turn(tmp_path: Path) -> None:
+    """Another thread forks just as the pool opens its side file; the child must not keep a copy
+    of that descriptor, or the turn later taken through it outlives the parent."""
+    db = tmp_path / "app.db"
+    make_db(db)
+    parent = spawn(FORK_WHILE_OPENING, str(db))
+    child = 0
+    try:
+        line = parent.stdout.readline().split()  # type: ignore[union-attr]
+        assert line and line[0] == "child", line
+        child = int(line[1])
+        wait_line(parent, "holding")
+        kill(parent)
+        write_within(db, 3)
+    finally:
+        if child:  # (first: it shares the parent's pipes)
+            os.kill(child, signal.SIGKILL)
+        finish(parent)

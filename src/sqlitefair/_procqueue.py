@@ -179,7 +179,10 @@ def _open_side_file(path: str, database: str) -> int:
     return fd
 
 
-# Every descriptor this module has open, so that a fork child can close its copies.
+# Every descriptor this module has open, so that a fork child can close its copies.  Opening or
+# closing one and recording it happen together under the lock, which a fork waits for: a fork
+# between the two would leave the child a copy it does not know of (sharing our locks for its
+# whole life) or close a number that is no longer ours.
 _descriptors: set[int] = set()
 _descriptors_lock = threading.Lock()
 
@@ -189,10 +192,10 @@ def _close(fd: int) -> None:
     shares it, and a fork child closed its copy)."""
     with _descriptors_lock:
         _descriptors.discard(fd)
-    try:
-        os.close(fd)
-    except OSError:  # pragma: no cover - already closed
-        pass
+        try:
+            os.close(fd)
+        except OSError:  # pragma: no cover - already closed
+            pass
 
 
 def _closed(fd: int) -> int:
@@ -218,7 +221,8 @@ def _try_take(fd: int) -> bool:
 
 def _close_inherited() -> None:
     """In a fork child: close the copies of the parent's descriptors without unlocking anything
-    (the locks are the parent's, shared through the copy until it is closed)."""
+    (the locks are the parent's, shared through the copy until it is closed).  The parent held
+    ``_descriptors_lock`` across the fork, so the set names exactly the descriptors it had open."""
     global _descriptors_lock
     _descriptors_lock = threading.Lock()
     for fd in list(_descriptors):
@@ -229,8 +233,16 @@ def _close_inherited() -> None:
     _descriptors.clear()
 
 
+def _before_fork() -> None:
+    _descriptors_lock.acquire()  # no descriptor half opened or half closed while we fork
+
+
+def _after_fork_in_parent() -> None:
+    _descriptors_lock.release()
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_close_inherited)
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_close_inherited)
 
 
 class _Wait:
@@ -441,13 +453,13 @@ class ProcessQueue:
         if fd >= 0 and current == self._identity:
             return fd
         try:
-            new = _open_side_file(self._path, self._database)
+            with _descriptors_lock:  # (opened and recorded with no fork in between)
+                new = _open_side_file(self._path, self._database)
+                _descriptors.add(new)
         except OSError:
             if fd >= 0:  # (e.g. its folder was moved away) keep the file we have: others may still use it
                 return fd
             raise
-        with _descriptors_lock:
-            _descriptors.add(new)
         if fd >= 0:  # deleted or replaced: queue where the others will (they reopen it too)
             log.warning("the queue file %s was deleted or replaced; using the new one", self._path)
             _close(fd)
