@@ -20,7 +20,9 @@ released, and it drops them the instant their process dies, however it dies.  By
   ticket number into the slot (the *mark*) once it holds ``W``.
 
 *Fast path* (nobody queued, writer free): one ``F_OFD_SETLK`` of ``W`` and ``Q`` together,
-which succeeds only if neither is held, and one unlock after the transaction.
+which succeeds only if neither is held, then ``Q`` let go at once (so that a process arriving
+while we hold ``W`` queues in full, holding ``Q``, and we cannot take ``W`` again ahead of it
+however slowly it wakes up), and one unlock after the transaction.
 
 *Queued path*, a CLH queue: take ticket ``t`` under ``T`` (lock slot ``t`` first, then
 publish the counter), hold ``Q`` shared, wait for slot ``t - 1``; once it is free, its mark
@@ -177,7 +179,10 @@ def _open_side_file(path: str, database: str) -> int:
     return fd
 
 
-# Every descriptor this module has open, so that a fork child can close its copies.
+# Every descriptor this module has open, so that a fork child can close its copies.  Opening or
+# closing one and recording it happen together under the lock, which a fork waits for: a fork
+# between the two would leave the child a copy it does not know of (sharing our locks for its
+# whole life) or close a number that is no longer ours.
 _descriptors: set[int] = set()
 _descriptors_lock = threading.Lock()
 
@@ -187,10 +192,10 @@ def _close(fd: int) -> None:
     shares it, and a fork child closed its copy)."""
     with _descriptors_lock:
         _descriptors.discard(fd)
-    try:
-        os.close(fd)
-    except OSError:  # pragma: no cover - already closed
-        pass
+        try:
+            os.close(fd)
+        except OSError:  # pragma: no cover - already closed
+            pass
 
 
 def _closed(fd: int) -> int:
@@ -200,19 +205,24 @@ def _closed(fd: int) -> int:
 
 
 def _try_take(fd: int) -> bool:
-    """Take ``W`` and ``Q`` in one call if neither is held (the writer free, nobody queued)."""
+    """Take ``W`` if neither it nor ``Q`` is held (the writer free, nobody queued): both in one
+    call, then ``Q`` let go again.  Holding ``Q`` for the whole turn would keep the processes that
+    queue meanwhile from holding it, so at the turn's end this process could take ``W`` again
+    before they wake up, again and again."""
     try:
         _lock(fd, _SETLK, _WR, _W, 2)
-        return True
     except OSError as exc:
         if exc.errno in (errno.EAGAIN, errno.EACCES):
             return False
         raise
+    _lock(fd, _SETLK, _UN, _Q)
+    return True
 
 
 def _close_inherited() -> None:
     """In a fork child: close the copies of the parent's descriptors without unlocking anything
-    (the locks are the parent's, shared through the copy until it is closed)."""
+    (the locks are the parent's, shared through the copy until it is closed).  The parent held
+    ``_descriptors_lock`` across the fork, so the set names exactly the descriptors it had open."""
     global _descriptors_lock
     _descriptors_lock = threading.Lock()
     for fd in list(_descriptors):
@@ -223,8 +233,16 @@ def _close_inherited() -> None:
     _descriptors.clear()
 
 
+def _before_fork() -> None:
+    _descriptors_lock.acquire()  # no descriptor half opened or half closed while we fork
+
+
+def _after_fork_in_parent() -> None:
+    _descriptors_lock.release()
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_close_inherited)
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_close_inherited)
 
 
 class _Wait:
@@ -303,7 +321,7 @@ def _wait_in_queue(fd: int) -> None:
         os.pwrite(fd, _U64.pack(ticket), _COUNTER)
     finally:
         _lock(fd, _SETLK, _UN, _T)
-    _lock(fd, _SETLKW, _RD, _Q)  # waits while a fast-path holder has Q: it is not queued behind us
+    _lock(fd, _SETLKW, _RD, _Q)  # (waits only for the instant a fast path holds W and Q together)
     before = ticket - 1
     while before > 0 and ticket - before < SLOTS:
         where = _slot(before)
@@ -435,13 +453,13 @@ class ProcessQueue:
         if fd >= 0 and current == self._identity:
             return fd
         try:
-            new = _open_side_file(self._path, self._database)
+            with _descriptors_lock:  # (opened and recorded with no fork in between)
+                new = _open_side_file(self._path, self._database)
+                _descriptors.add(new)
         except OSError:
             if fd >= 0:  # (e.g. its folder was moved away) keep the file we have: others may still use it
                 return fd
             raise
-        with _descriptors_lock:
-            _descriptors.add(new)
         if fd >= 0:  # deleted or replaced: queue where the others will (they reopen it too)
             log.warning("the queue file %s was deleted or replaced; using the new one", self._path)
             _close(fd)
@@ -453,7 +471,12 @@ class ProcessQueue:
     def probe(self) -> None:
         """Open the side file and check that its locks work (raises OSError if not)."""
         fd = self._descriptor(monotonic())
-        _lock(fd, _SETLK, _RD, _T)
+        try:
+            _lock(fd, _SETLK, _RD, _T)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                return  # another waiter holds T (taking its ticket): the locks work
+            raise
         _lock(fd, _SETLK, _UN, _T)
 
     # -- the turn ---------------------------------------------------------------
