@@ -305,9 +305,8 @@ class _Helper:
             job.done.release()
             del job
             queue = self._queue()
-            if queue is None:
+            if queue is None or not queue._idle(self):
                 return
-            queue._idle(self)
             del queue
 
 
@@ -433,6 +432,7 @@ class ProcessQueue:
         # Weakly (the writer gate holds this queue): a pool dropped unclosed is freed at once.
         self._end_idle_turn = None if end_idle_turn is None else weakref.WeakMethod(end_idle_turn)  # type: ignore[arg-type]
         self._keeper: _Keeper | None = None
+        self._closed = False  # close() ran: helpers that finish a wait end instead of waiting for the next
         self._unusable = False  # said once that the side file cannot be opened (until it can again)
         self._helpers: list[_Helper] = []
         self._helpers_lock = threading.Lock()
@@ -483,8 +483,8 @@ class ProcessQueue:
 
     @protected
     def acquire(self, deadline: float | None) -> float:
-        """Take the writer's turn across processes; return the seconds waited for it (0.0 on
-        the fast path).  Raises :class:`QueueTimeout` at ``deadline`` (``time.monotonic()``)."""
+        """Take the writer's turn across processes; return the seconds it took (next to nothing
+        on the fast path).  Raises :class:`QueueTimeout` at ``deadline`` (``time.monotonic()``)."""
         if self.held:  # (a release cut short after its unlock: the lock is free already)
             self.release()
         now = monotonic()
@@ -540,9 +540,13 @@ class ProcessQueue:
                 return self._helpers.pop()
         return _Helper(self)
 
-    def _idle(self, helper: _Helper) -> None:
+    def _idle(self, helper: _Helper) -> bool:
+        """Take ``helper`` back for the next wait; False once the queue is closed (the helper ends)."""
         with self._helpers_lock:
+            if self._closed:
+                return False
             self._helpers.append(helper)
+            return True
 
     @protected
     def release(self) -> None:
@@ -561,6 +565,7 @@ class ProcessQueue:
         if getattr(self, "_keeper", None) is not None:
             self._keeper.stop()
         with self._helpers_lock:
+            self._closed = True
             helpers, self._helpers = self._helpers, []
         for helper in helpers:
             helper.stop()
