@@ -131,8 +131,11 @@ def db(tmp_path: Path) -> Path:
 
 
 def served(path: Path) -> list[str]:
-    with sqlite3.connect(path) as conn:
+    conn = sqlite3.connect(path)
+    try:
         return [row[0] for row in conn.execute("select who from served order by n")]
+    finally:
+        conn.close()
 
 
 def test_processes_are_served_in_the_order_they_began_waiting(db: Path) -> None:
@@ -345,3 +348,24 @@ def test_a_writer_outside_the_queue_still_gets_the_wal_reset_warning(db: Path) -
     finally:
         time.sleep(0.3)
         outside.close()
+
+
+def test_the_turn_keeper_never_keeps_a_writer_from_a_transaction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ending an idle turn must not take the pool's writer: a transaction that finds the writer
+    free gets it, also with ``timeout=0`` (a try-lock), even while the keeper is busy giving the
+    turn up (slowed down here, as a preempted thread would be)."""
+    release = _procqueue.ProcessQueue.release
+
+    def slow_in_the_keeper(self: _procqueue.ProcessQueue) -> None:
+        if threading.current_thread().name == "sqlitefair-turn-keeper":
+            time.sleep(0.05)
+        release(self)
+
+    monkeypatch.setattr(_procqueue.ProcessQueue, "release", slow_in_the_keeper)
+    with sqlitefair.connect(tmp_path / "app.db") as pool:
+        with pool.transaction() as conn:
+            conn.execute("create table t(v)")
+        for i in range(5 * STRESS):
+            time.sleep(_defaults.PROCESS_TURN * 5)  # the turn ended: the keeper is giving it up, slowly
+            with pool.transaction(timeout=0) as conn:  # PoolTimeout if the keeper held the writer
+                conn.execute("insert into t values (?)", (i,))

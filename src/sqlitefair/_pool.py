@@ -511,7 +511,7 @@ class Pool:
         file = self._file
         reason = unavailable_reason(file)
         if reason is None:
-            queue = ProcessQueue(file, self._name, self._state.writer._end_idle_turn)
+            queue = ProcessQueue(file, self._name)
             try:
                 queue.probe()
             except OSError as exc:

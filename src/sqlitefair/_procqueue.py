@@ -41,7 +41,8 @@ microseconds; so a process that got ``W`` keeps it for a *turn* of :data:`~sqlit
 seconds while its own threads go on writing (each transaction still FIFO in its pool's
 queue), and gives it up at the first transaction end after that.  A process behind N
 others so waits about N turns.  If the process stops writing with ``W`` kept, a keeper
-thread takes the pool's writer (if it is free) at the end of the turn and gives ``W`` up.
+thread gives ``W`` up at the end of the turn (under a small mutex shared with the
+transactions' use of the turn: never while one uses it).
 
 **Timeouts.**  A blocking ``fcntl`` cannot be given a deadline, so a wait with one runs in
 a helper thread while the caller waits (interruptibly) for it; a caller that gives up hands
@@ -68,7 +69,6 @@ import time
 import warnings
 import weakref
 from time import monotonic
-from typing import Callable
 
 from . import _defaults
 from ._errors import ProcessQueueWarning
@@ -338,9 +338,10 @@ def _wait_in_queue(fd: int) -> None:
 
 class _Keeper:
     """Ends a turn that its process stopped using: from ``turn_until`` on, while ``W`` is still
-    kept, calls ``end_idle_turn`` every turn's length (which takes the pool's writer if it is
-    free and gives ``W`` up).  Looking again matters: a transaction that began inside the turn
-    keeps ``W`` at its end, and the writer was busy when the turn ended."""
+    kept, calls :meth:`ProcessQueue.end_idle_turn` every turn's length (which gives ``W`` up
+    unless a transaction uses it).  Looking again matters: a transaction that began inside the
+    turn and ends after it gives the turn up itself, but one that began inside and keeps it
+    ended before the turn did."""
 
     def __init__(self, queue: ProcessQueue) -> None:
         self._queue = weakref.ref(queue)  # weakly: the thread keeps no pool alive
@@ -381,15 +382,13 @@ class _Keeper:
             return False
         left = queue.turn_until - monotonic()
         if left <= 0:
-            end_idle_turn = queue._end_idle_turn and queue._end_idle_turn()
             try:
-                if end_idle_turn is not None:
-                    end_idle_turn()
+                queue.end_idle_turn()
             except Exception:  # pragma: no cover - never leave the keeper dead
                 log.warning("ending an idle writer turn failed", exc_info=True)
             if not queue.held:
                 return False
-            left = _defaults.PROCESS_TURN  # the writer was busy (a transaction begun in the turn): look again
+            left = _defaults.PROCESS_TURN  # in use (a transaction begun in the turn): look again
         del queue
         time.sleep(left)
         return True
@@ -412,13 +411,16 @@ def _wait_for_helper(done: threading.Lock, deadline: float) -> None:
 class ProcessQueue:
     """The cross-process writer queue of one pool in one process (see the module docstring).
 
-    Invariant: only the holder of the pool's writer permit calls :meth:`acquire` and
-    :meth:`release`; ``held`` says whether the descriptor ``_fd`` holds ``W`` (set in the same
-    protected method that takes it).  A descriptor handed to a helper that was given up on is
-    never used again: it belongs to the helper, which closes it.
+    Invariants: only the holder of the pool's writer permit calls :meth:`enter`, :meth:`leave`,
+    :meth:`abandon` (and through them :meth:`acquire`) and :meth:`close`; the keeper thread
+    only calls :meth:`end_idle_turn`, which gives ``W`` up only while ``in_use`` is false,
+    under the same mutex that sets it.  ``held`` says whether the descriptor ``_fd`` holds
+    ``W`` (recorded in the statement that takes it, or by the helper with the grant).  A
+    descriptor handed to a helper that was given up on is never used again: it belongs to
+    the helper, which closes it.
     """
 
-    def __init__(self, database: str, name: str, end_idle_turn: Callable[[], None] | None = None) -> None:
+    def __init__(self, database: str, name: str) -> None:
         self._database = database
         self._pid = os.getpid()
         self._path = side_file(database)
@@ -427,10 +429,13 @@ class ProcessQueue:
         self._identity: tuple[int, int] | None = None
         self._next_check = 0.0
         self.held = False
-        #: When this process's turn ends (``time.monotonic()``): holders keep ``W`` until then.
+        #: When this process's turn ends (``time.monotonic()``): transactions keep ``W`` until then.
         self.turn_until = 0.0
-        # Weakly (the writer gate holds this queue): a pool dropped unclosed is freed at once.
-        self._end_idle_turn = None if end_idle_turn is None else weakref.WeakMethod(end_idle_turn)  # type: ignore[arg-type]
+        #: A transaction of this pool uses the turn now (between enter() and leave()/abandon()).
+        #: Guarded by ``_turn_mutex``, with the decision to give a kept turn up: the keeper never
+        #: gives up a turn in use, and never takes the pool's writer to look.
+        self.in_use = False
+        self._turn_mutex = threading.Lock()
         self._keeper: _Keeper | None = None
         self._closed = False  # close() ran: helpers that finish a wait end instead of waiting for the next
         self._unusable = False  # said once that the side file cannot be opened (until it can again)
@@ -527,12 +532,46 @@ class ProcessQueue:
         """``W`` was just taken: the turn starts; return the seconds since ``asked``."""
         now = monotonic()
         self.turn_until = now + _defaults.PROCESS_TURN
-        if self._end_idle_turn is not None:
+        if self.in_use:  # a transaction's turn (enter()), which may be kept after it: the keeper sees to its end
             keeper = self._keeper
             if keeper is None:
                 keeper = self._keeper = _Keeper(self)
             keeper.arm()
         return now - asked
+
+    # -- a transaction's use of the turn (the holder of the pool's writer permit) ---------------
+
+    @protected
+    def enter(self, since: float, deadline: float | None) -> float:
+        """A transaction begins (its writer permit granted at ``since``): go on in this process's
+        turn if it lasts, else take a new one (see :meth:`acquire`)."""
+        with self._turn_mutex:
+            self.in_use = True
+            if self.held and since < self.turn_until:
+                return 0.0
+        self.release()  # a turn that ended (nothing if none is kept): to the back of the queue
+        return self.acquire(deadline)
+
+    @protected
+    def leave(self, now: float) -> None:
+        """A transaction committed at ``now``: keep the turn for the next while it lasts, else give it up."""
+        with self._turn_mutex:
+            self.in_use = False
+            if now >= self.turn_until:
+                self.release()
+
+    @protected
+    def abandon(self) -> None:
+        """A transaction ended any other way (rolled back, failed, interrupted): give the turn up."""
+        with self._turn_mutex:
+            self.in_use = False
+            self.release()
+
+    def end_idle_turn(self) -> None:
+        """(The keeper) give up a turn that is over and that no transaction uses."""
+        with self._turn_mutex:
+            if self.held and not self.in_use and monotonic() >= self.turn_until:
+                self.release()
 
     def _helper(self) -> _Helper:
         with self._helpers_lock:

@@ -58,7 +58,7 @@ from ._errors import (
     process_queue_timeout_error,
     queue_timeout_error,
 )
-from ._fairlock import FairLock, Permit, WouldBlock
+from ._fairlock import FairLock, Permit
 from ._interrupts import _deferred, protected, raise_if_deferred
 from ._procqueue import ProcessQueue, QueueTimeout
 from ._waitqueue import CancelScope, LockTimeout
@@ -106,7 +106,7 @@ class WriterGate:
         self.conn: Connection | None = None
         #: The cross-process writer queue (None: off, see ``connect(process_queue=...)``).
         self.procq: ProcessQueue | None = (
-            ProcessQueue(pool._file, pool._name, self._end_idle_turn) if pool._process_queue else None
+            ProcessQueue(pool._file, pool._name) if pool._process_queue else None
         )
         self._pool = pool
         self._state = state
@@ -116,23 +116,6 @@ class WriterGate:
         pool = self._pool
         pool._stats.add("write_timeouts")
         return queue_timeout_error(pool._backend, pool._name, "writer", exc.waited, timeout, exc.statistics)
-
-    def _end_idle_turn(self) -> None:
-        """(The turn keeper's thread) give up a cross-process turn that outlived its end while
-        nobody here writes; if the writer is in use, its holder does that when it ends."""
-        procq = self.procq
-        if procq is None or not procq.held:  # (a hint, looked at again below: no permit taken for nothing)
-            return
-        try:
-            permit = self.lock.acquire_nowait()
-        except WouldBlock:
-            return
-        try:
-            procq = self.procq
-            if procq is not None and procq.held and monotonic() >= procq.turn_until:
-                procq.release()
-        finally:
-            self.lock.release(permit)
 
     def process_timeout_error(self, exc: QueueTimeout, timeout: float | None, start: float) -> Exception:
         """The :class:`PoolTimeout` for a wait behind writers of other processes that gave up (counted)."""
@@ -272,10 +255,9 @@ class Transaction(Permit):
                 raise pool._closed_error()
             procq = gate.procq
             queued = 0.0  # seconds waited behind writers of other processes
-            if procq is not None and not (procq.held and self.since < procq.turn_until):  # else: our turn goes on
-                procq.release()  # a turn that ended (nothing if none is kept): to the back of the queue
+            if procq is not None:  # our process's turn (kept from the transaction before, or taken now)
                 try:
-                    queued = procq.acquire(deadline)
+                    queued = procq.enter(self.since, deadline)
                 except QueueTimeout as exc:
                     raise gate.process_timeout_error(exc, timeout, start) from None
             conn = self._conn = gate.conn or gate.connection(deadline)
@@ -408,8 +390,8 @@ class Transaction(Permit):
                     return
                 conn._sf_holder = None  # backend.set_holder(), inlined
                 procq = state.writer.procq
-                if procq is not None and start >= procq.turn_until:
-                    procq.release()  # the turn is over: the next process's writer may begin (after our checkpoint)
+                if procq is not None:
+                    procq.leave(start)  # kept for the next transaction while the turn lasts (after our checkpoint)
                 del self._stack[0]
                 try:  # (the token stays: a give-back after this resets it again, which raises and is caught)
                     _current.reset(self._token)
@@ -507,7 +489,7 @@ class Transaction(Permit):
             if state.shut_down and gate.conn is not None:
                 gate.drop(gate.conn)
             if gate.procq is not None:
-                gate.procq.release()  # (nothing if not taken)
+                gate.procq.abandon()  # (nothing if not taken)
         stack = self._stack if self._root is self else ()
         if len(stack) > 1:
             for block in stack[1:]:  # nested blocks still open (out of order): they can never run again
