@@ -50,10 +50,15 @@ START_MARK = "<!-- http-load results: start (written by benchmarks/http_load.py)
 END_MARK = "<!-- http-load results: end -->"
 APPS = ("flask", "starlette")
 MODES = ("plain", "sqlitefair", "sqlitefair-write")
-SERVER_LABEL = {
-    "flask": "Flask on gunicorn (gthread, 2 workers x 8 threads)",
-    "starlette": "Starlette on uvicorn (2 workers)",
-}
+#: Also accepted by --modes: the pool with the cross-process queue off (process_queue=False).
+EXTRA_MODES = ("sqlitefair-noqueue",)
+WORKERS = 2
+
+
+def server_label(app: str, workers: int = WORKERS) -> str:
+    if app == "flask":
+        return f"Flask on gunicorn (gthread, {workers} workers x 8 threads)"
+    return f"Starlette on uvicorn ({workers} workers)"
 
 WRK_SCRIPT = r"""
 -- The request mix; wrk runs one copy of this per thread.
@@ -133,32 +138,34 @@ def get_json(port: int, path: str) -> tuple[int, Any]:
         conn.close()
 
 
-def server_command(python: str, app: str, port: int) -> list[str]:
+def server_command(python: str, app: str, port: int, workers: int = WORKERS) -> list[str]:
     if app == "flask":
         help_text = subprocess.run([python, "-m", "gunicorn", "--help"], capture_output=True, text=True, timeout=60).stdout
         extra = ["--no-control-socket"] if "--no-control-socket" in help_text else []
         return [
             python, "-m", "gunicorn", "--chdir", str(EXAMPLES / "flask_app"),
-            "--workers", "2", "--worker-class", "gthread", "--threads", "8",
+            "--workers", str(workers), "--worker-class", "gthread", "--threads", "8",
             "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "3", "--log-level", "warning", *extra, "app:app",
         ]
     return [
         # serve.py: uvicorn's command line, with TCP_NODELAY kept on for --workers (see the file).
         python, str(EXAMPLES / "starlette_app" / "serve.py"), "--app-dir", str(EXAMPLES / "starlette_app"),
-        "--workers", "2", "--host", "127.0.0.1", "--port", str(port),
+        "--workers", str(workers), "--host", "127.0.0.1", "--port", str(port),
         "--no-access-log", "--log-level", "warning", "app:app",
     ]
 
 
 @contextlib.contextmanager
-def running_server(python: str, app: str, mode: str, folder: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def running_server(
+    python: str, app: str, mode: str, folder: Path, workers: int = WORKERS
+) -> Iterator[tuple[int, dict[str, Any]]]:
     """Start one server in its own process group; yield (port, its /health answer); always stop it."""
     port = free_port()
     env = {**os.environ, "EXAMPLE_DB": str(folder / f"{app}-{mode}.db"), "EXAMPLE_DB_MODE": mode}
     log_path = folder / f"{app}-{mode}.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            server_command(python, app, port), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            server_command(python, app, port, workers), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
         deadline = time.monotonic() + 60
@@ -273,7 +280,7 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     summary = {(r["app"], r["mode"], r["concurrency"]): r for r in result["summary"]}
     for app in cfg["apps"]:
-        lines += [f"**{SERVER_LABEL[app]}**", ""]
+        lines += [f"**{server_label(app, cfg.get('workers', WORKERS))}**", ""]
         header = "| connections |"
         rule = "|---:|"
         for mode in cfg["modes"]:
@@ -325,7 +332,10 @@ def write_docs(path: Path, text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--apps", default=",".join(APPS), help="comma-separated: flask,starlette")
-    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated: plain,sqlitefair,sqlitefair-write")
+    parser.add_argument("--modes", default=",".join(MODES),
+                        help="comma-separated: plain,sqlitefair,sqlitefair-write (also: sqlitefair-noqueue, the pool "
+                        "without the cross-process queue)")
+    parser.add_argument("--workers", type=int, default=WORKERS, help=f"server worker processes (default {WORKERS})")
     parser.add_argument("--concurrency", default="1,2,4,8,16,32", help="connections per cell, comma-separated")
     parser.add_argument("--duration", type=int, default=5, help="whole seconds per cell (default 5)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per cell, median reported (default 3)")
@@ -341,8 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     apps = [a for a in args.apps.split(",") if a]
     modes = [m for m in args.modes.split(",") if m]
     concurrency = [int(c) for c in args.concurrency.split(",") if c]
-    if not set(apps) <= set(APPS) or not set(modes) <= set(MODES) or min(concurrency) < 1:
-        parser.error("unknown app or mode, or a concurrency below 1")
+    if not set(apps) <= set(APPS) or not set(modes) <= set(MODES + EXTRA_MODES) or min(concurrency) < 1 or args.workers < 1:
+        parser.error("unknown app or mode, or a concurrency or worker count below 1")
     if not 0 <= args.write_ratio <= 1 or args.duration <= 0 or args.repeats < 1:
         parser.error("bad --write-ratio, --duration or --repeats")
     if shutil.which("wrk") is None:
@@ -370,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
                 for mode in modes:
                     run_dir = folder / f"{repeat}-{app}-{mode}"
                     run_dir.mkdir()
-                    with running_server(args.python, app, mode, run_dir) as (port, health):
+                    with running_server(args.python, app, mode, run_dir, args.workers) as (port, health):
                         if args.warmup > 0:
                             run_wrk(port, script, 4, args.warmup, args.write_ratio)
                         for c in concurrency:
@@ -407,11 +417,12 @@ def main(argv: list[str] | None = None) -> int:
         "config": {
             "apps": apps,
             "modes": modes,
+            "workers": args.workers,
             "concurrency": concurrency,
             "duration": args.duration,
             "repeats": args.repeats,
             "write_ratio": args.write_ratio,
-            "servers": {app: SERVER_LABEL[app] for app in apps},
+            "servers": {app: server_label(app, args.workers) for app in apps},
         },
         "summary": median_cells(runs),
         "data_checks": checks,

@@ -19,6 +19,9 @@ EXAMPLE_DB_MODE:
 * ``sqlitefair-write``: the same, with writes through ``pool.write(fn, ...)``:
   the thread that holds the writer also runs the write calls queued behind it
   (flat combining), so short writes go back to back without a thread wake-up.
+* ``sqlitefair-noqueue``: as ``sqlitefair``, with ``process_queue=False``: the worker
+  processes' writers are ordered by the busy policy alone, not by the queue across
+  processes (a comparison for the load test).
 * ``plain``: what most tutorials write: a new ``sqlite3.connect(path)`` per
   request (default 5 s busy timeout), WAL on, and a plain (deferred) ``BEGIN``
   around each read-then-write. Under concurrent writes SQLite refuses to
@@ -97,9 +100,9 @@ def in_transaction(fn: Callable[..., Any], *args: Any) -> Any:
 
 run_write = in_transaction
 
-if MODE in ("sqlitefair", "sqlitefair-write"):
+if MODE in ("sqlitefair", "sqlitefair-write", "sqlitefair-noqueue"):
     init_db(DB_PATH)
-    pool = sqlitefair.connect(DB_PATH, readers=4, timeout=5.0)
+    pool = sqlitefair.connect(DB_PATH, readers=4, timeout=5.0, process_queue=MODE != "sqlitefair-noqueue")
 
     reading = pool.read  # a read-only connection, in parallel with others
     writing = pool.transaction  # queue FIFO for the writer, BEGIN IMMEDIATE ... COMMIT / ROLLBACK
@@ -132,7 +135,9 @@ elif MODE == "plain":
         conn.commit()
 
 else:
-    raise SystemExit(f"EXAMPLE_DB_MODE must be 'sqlitefair', 'sqlitefair-write' or 'plain', not {MODE!r}")
+    raise SystemExit(
+        f"EXAMPLE_DB_MODE must be 'sqlitefair', 'sqlitefair-write', 'sqlitefair-noqueue' or 'plain', not {MODE!r}"
+    )
 
 
 # -- the app: the same SQL in both modes -------------------------------------------------

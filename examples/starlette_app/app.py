@@ -17,6 +17,8 @@ EXAMPLE_DB_MODE:
 * ``sqlitefair-write``: the same, with writes through ``await db.write(fn, ...)``:
   a task queues without a thread, and the thread that holds the writer also
   runs the write calls queued behind it (flat combining).
+* ``sqlitefair-noqueue``: as ``sqlitefair``, with ``process_queue=False`` (the worker
+  processes' writers ordered by the busy policy alone; a comparison for the load test).
 * ``plain``: what most tutorials (FastAPI's included) write: ``def``
   endpoints, which Starlette runs in its thread pool, a new
   ``sqlite3.connect(path)`` per request (default 5 s busy timeout), WAL on,
@@ -156,7 +158,7 @@ async def database_busy(request: Request, exc: Exception) -> JSONResponse:
 
 @contextlib.asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
-    app.state.db = sqlitefair.aio.connect(DB_PATH, readers=4, timeout=5.0)
+    app.state.db = sqlitefair.aio.connect(DB_PATH, readers=4, timeout=5.0, process_queue=MODE != "sqlitefair-noqueue")
     try:
         yield
     finally:
@@ -314,8 +316,10 @@ def plain_stats(request: Request) -> JSONResponse:
 
 # -- the app ------------------------------------------------------------------------------
 
-if MODE not in ("sqlitefair", "sqlitefair-write", "plain"):
-    raise SystemExit(f"EXAMPLE_DB_MODE must be 'sqlitefair', 'sqlitefair-write' or 'plain', not {MODE!r}")
+if MODE not in ("sqlitefair", "sqlitefair-write", "sqlitefair-noqueue", "plain"):
+    raise SystemExit(
+        f"EXAMPLE_DB_MODE must be 'sqlitefair', 'sqlitefair-write', 'sqlitefair-noqueue' or 'plain', not {MODE!r}"
+    )
 init_db(DB_PATH)
 _plain = MODE == "plain"
 app = Starlette(
