@@ -362,10 +362,18 @@ def test_the_turn_keeper_never_keeps_a_writer_from_a_transaction(tmp_path: Path,
         release(self)
 
     monkeypatch.setattr(_procqueue.ProcessQueue, "release", slow_in_the_keeper)
+    # Every commit keeps the turn, as when another thread of the pool waits to write.
+    monkeypatch.setattr(sqlitefair.FairLock, "has_waiters", lambda self: True)
     with sqlitefair.connect(tmp_path / "app.db") as pool:
         with pool.transaction() as conn:
             conn.execute("create table t(v)")
+        procq = pool._state.writer.procq
+        assert procq is not None and procq.held, "the turn was not kept"
         for i in range(5 * STRESS):
             time.sleep(_defaults.PROCESS_TURN * 5)  # the turn ended: the keeper is giving it up, slowly
             with pool.transaction(timeout=0) as conn:  # PoolTimeout if the keeper held the writer
                 conn.execute("insert into t values (?)", (i,))
+        deadline = time.monotonic() + 5
+        while procq.held and time.monotonic() < deadline:  # and the kept turn is given up in the end
+            time.sleep(0.01)
+        assert not procq.held, "the keeper never gave the idle turn up"

@@ -294,6 +294,10 @@ class FairLock:
         """Whether somebody holds the lock (or it is being handed over)."""
         return self._baton.locked()
 
+    def has_waiters(self) -> bool:
+        """Whether a thread waits for the lock now (a hint: read without the mutex)."""
+        return bool(self._queue.count or self._at_baton)
+
     @protected
     def acquire_nowait(self, *, permit: Permit | None = None) -> Permit:
         """Take the lock if it is free (then nobody is queued), else raise :class:`WouldBlock`."""

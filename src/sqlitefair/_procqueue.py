@@ -38,8 +38,9 @@ ticket before it.  Nothing is ever left to clean up.
 
 **Turns.**  Handing the writer to another process wakes a thread there, which costs tens of
 microseconds; so a process that got ``W`` keeps it for a *turn* of :data:`~sqlitefair._defaults.PROCESS_TURN`
-seconds while its own threads go on writing (each transaction still FIFO in its pool's
-queue), and gives it up at the first transaction end after that.  A process behind N
+seconds while its own threads wait to write (each transaction still FIFO in its pool's
+queue), and gives it up at the first transaction end after that, or at once when none of
+its threads waits.  A process behind N
 others so waits about N turns.  If the process stops writing with ``W`` kept, a keeper
 thread gives ``W`` up at the end of the turn (under a small mutex shared with the
 transactions' use of the turn: never while one uses it).
@@ -436,6 +437,7 @@ class ProcessQueue:
         #: gives up a turn in use, and never takes the pool's writer to look.
         self.in_use = False
         self._turn_mutex = threading.Lock()
+        self._kept_turn = 0.0  # the turn_until of the last turn kept past a transaction (the keeper watches it)
         self._keeper: _Keeper | None = None
         self._closed = False  # close() ran: helpers that finish a wait end instead of waiting for the next
         self._unusable = False  # said once that the side file cannot be opened (until it can again)
@@ -532,11 +534,6 @@ class ProcessQueue:
         """``W`` was just taken: the turn starts; return the seconds since ``asked``."""
         now = monotonic()
         self.turn_until = now + _defaults.PROCESS_TURN
-        if self.in_use:  # a transaction's turn (enter()), which may be kept after it: the keeper sees to its end
-            keeper = self._keeper
-            if keeper is None:
-                keeper = self._keeper = _Keeper(self)
-            keeper.arm()
         return now - asked
 
     # -- a transaction's use of the turn (the holder of the pool's writer permit) ---------------
@@ -553,12 +550,21 @@ class ProcessQueue:
         return self.acquire(deadline)
 
     @protected
-    def leave(self, now: float) -> None:
-        """A transaction committed at ``now``: keep the turn for the next while it lasts, else give it up."""
+    def leave(self, now: float, waiters: bool) -> None:
+        """A transaction committed at ``now``: keep the turn for the next while it lasts and
+        ``waiters`` (threads of this pool wait for its writer), else give it up at once: a
+        turn kept for nobody would only make other processes wait."""
         with self._turn_mutex:
             self.in_use = False
-            if now >= self.turn_until:
+            if not waiters or now >= self.turn_until:
                 self.release()
+                return
+            if self._kept_turn != self.turn_until:  # kept for the first time: the keeper sees to its end
+                self._kept_turn = self.turn_until
+                keeper = self._keeper
+                if keeper is None:
+                    keeper = self._keeper = _Keeper(self)
+                keeper.arm()
 
     @protected
     def abandon(self) -> None:

@@ -390,8 +390,8 @@ class Transaction(Permit):
                     return
                 conn._sf_holder = None  # backend.set_holder(), inlined
                 procq = state.writer.procq
-                if procq is not None:
-                    procq.leave(start)  # kept for the next transaction while the turn lasts (after our checkpoint)
+                if procq is not None:  # kept for a waiting thread while the turn lasts (after our checkpoint)
+                    procq.leave(start, state.writer_lock.has_waiters())
                 del self._stack[0]
                 try:  # (the token stays: a give-back after this resets it again, which raises and is caught)
                     _current.reset(self._token)
