@@ -370,7 +370,7 @@ class _Keeper:
                     return
                 self._armed = False
             # Until W is given up, by a transaction's end or here.  (held and turn_until are read
-            # as hints: end_idle_turn looks again, holding the pool's writer.)
+            # as hints: end_idle_turn looks again under the turn's mutex.)
             while self._look():
                 pass
 
