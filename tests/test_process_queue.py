@@ -377,3 +377,23 @@ def test_the_turn_keeper_never_keeps_a_writer_from_a_transaction(tmp_path: Path,
         while procq.held and time.monotonic() < deadline:  # and the kept turn is given up in the end
             time.sleep(0.01)
         assert not procq.held, "the keeper never gave the idle turn up"
+
+
+def test_a_pool_alone_on_its_file_keeps_its_turn_and_gives_it_up_once_another_opens(tmp_path: Path) -> None:
+    """Alone, a pool keeps the turn between transactions (no system calls to take it again);
+    with another pool present on the file, a transaction that no thread waits behind gives it
+    up at once, so the other never waits for the keeper."""
+    path = tmp_path / "app.db"
+    with sqlitefair.connect(path) as pool:
+        procq = pool._state.writer.procq
+        assert procq is not None
+        with pool.transaction() as conn:
+            conn.execute("create table t(v)")
+        assert procq.held, "alone, the turn is kept for the next transaction"
+        with sqlitefair.connect(path) as other:
+            time.sleep(_defaults.PROCESS_TURN * 2)  # the kept turn ends (the keeper gives it up)
+            with pool.transaction() as conn:
+                conn.execute("insert into t values (1)")
+            assert not procq.held, "with another pool present, a turn kept for nobody"
+            with other.transaction(timeout=0) as conn:  # so the other gets the writer at once
+                conn.execute("insert into t values (2)")

@@ -15,6 +15,8 @@ released, and it drops them the instant their process dies, however it dies.  By
 * byte 0, ``W``: the writer's turn.  Whoever holds it may ``BEGIN IMMEDIATE``.
 * byte 1, ``Q``: "someone is queued".  Every queued waiter holds a shared lock on it.
 * byte 2, ``T``: guards the ticket counter (bytes 8-15, little-endian).
+* byte 3, ``P``: "present".  Every open queue holds a shared lock on it, so a process can ask
+  the kernel (``F_OFD_GETLK``) whether any other pool has the file open.
 * one slot per ticket from byte 4096 on, 8 bytes each, round a ring of :data:`SLOTS`:
   its waiter holds an exclusive lock on the slot's first byte while queued, and writes its
   ticket number into the slot (the *mark*) once it holds ``W``.
@@ -91,7 +93,7 @@ log = logging.getLogger("sqlitefair")
 
 #: Tickets in flight at once (queued heads of pools on one file) before the ring wraps.
 SLOTS = 4096
-_W, _Q, _T = 0, 1, 2
+_W, _Q, _T, _P = 0, 1, 2, 3
 _COUNTER = 8
 _SLOT_BASE = 4096
 _SUFFIX = "-sqlitefair-queue"
@@ -218,6 +220,12 @@ def _try_take(fd: int) -> bool:
         raise
     _lock(fd, _SETLK, _UN, _Q)
     return True
+
+
+def _alone(fd: int) -> bool:
+    """Whether no other open queue (another pool, in this process or another) is present."""
+    answer = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _FLOCK.pack(_WR, 0, _P, 1, 0))
+    return bool(_FLOCK.unpack(answer)[0] == _UN)
 
 
 def _close_inherited() -> None:
@@ -438,6 +446,7 @@ class ProcessQueue:
         self.in_use = False
         self._turn_mutex = threading.Lock()
         self._kept_turn = 0.0  # the turn_until of the last turn kept past a transaction (the keeper watches it)
+        self._alone = False  # no other pool had the file open when this turn began (see leave())
         self._keeper: _Keeper | None = None
         self._closed = False  # close() ran: helpers that finish a wait end instead of waiting for the next
         self._unusable = False  # said once that the side file cannot be opened (until it can again)
@@ -463,6 +472,7 @@ class ProcessQueue:
             with _descriptors_lock:  # (opened and recorded with no fork in between)
                 new = _open_side_file(self._path, self._database)
                 _descriptors.add(new)
+            _lock(new, _SETLK, _RD, _P)  # present (shared: it never waits, and only a test asks for more)
         except OSError:
             if fd >= 0:  # (e.g. its folder was moved away) keep the file we have: others may still use it
                 return fd
@@ -505,7 +515,9 @@ class ProcessQueue:
         self._unusable = False
         self.held = _try_take(fd)  # (taken and recorded in one statement)
         if self.held:
+            self._alone = _alone(fd)
             return self._start_turn(now)
+        self._alone = False
         if deadline is None:
             try:
                 self.held = _wait_interruptibly(fd)
@@ -552,11 +564,13 @@ class ProcessQueue:
     @protected
     def leave(self, now: float, waiters: bool) -> None:
         """A transaction committed at ``now``: keep the turn for the next while it lasts and
-        ``waiters`` (threads of this pool wait for its writer), else give it up at once: a
-        turn kept for nobody would only make other processes wait."""
+        ``waiters`` (threads of this pool wait for its writer) or no other pool had the file open
+        when the turn began; else give it up at once: a turn kept for nobody while others may
+        want it would only make them wait.  (Alone, keeping it spares the next transaction the
+        system calls that take a turn; a pool that opens meanwhile waits at most a turn.)"""
         with self._turn_mutex:
             self.in_use = False
-            if not waiters or now >= self.turn_until:
+            if not (waiters or self._alone) or now >= self.turn_until:
                 self.release()
                 return
             if self._kept_turn != self.turn_until:  # kept for the first time: the keeper sees to its end
