@@ -173,9 +173,9 @@ def process_queue_timeout_error(backend: Any, name: str, waited: float, queued: 
     cross-process queue (``queued``: seconds of the wait spent there)."""
     error: PoolTimeout = backend.timeout_error(
         f"Timed out after {waited:.2f} s waiting for the writer of {name!r} (timeout={timeout} s), "
-        f"{queued:.2f} s of it behind writers of other processes in sqlitefair's cross-process queue: "
-        "a writer in another process held its transaction that long, or many were ahead. Keep write "
-        "transactions short in every process that uses this file, or pass a longer timeout.",
+        f"{queued:.2f} s of it in sqlitefair's cross-process queue, behind the writers of other pools on "
+        "the file (usually other processes): one held its transaction that long, or many were ahead. "
+        "Keep write transactions short in every process that uses this file, or pass a longer timeout.",
         waiting_for="writer",
         waited=waited,
         timeout=timeout,

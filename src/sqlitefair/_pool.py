@@ -610,8 +610,8 @@ def connect(
     * ``process_queue``: writers of every sqlitefair pool on this file, in every
       process, are served in order of arrival (a queue of kernel record locks on a
       side file, ``<path>-sqlitefair-queue``; Linux).  ``False`` leaves the order
-      between processes to the busy policy.  Where it cannot work (a network file
-      system, a side file that cannot be written, an URI target) it is off with a
+      between processes to the busy policy.  Where it cannot work (not Linux, a
+      network file system, a side file that cannot be written) it is off with a
       :class:`ProcessQueueWarning`.
 
     The file is opened once here so that mistakes fail early, then closed:
