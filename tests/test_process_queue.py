@@ -397,3 +397,26 @@ def test_a_pool_alone_on_its_file_keeps_its_turn_and_gives_it_up_once_another_op
             assert not procq.held, "with another pool present, a turn kept for nobody"
             with other.transaction(timeout=0) as conn:  # so the other gets the writer at once
                 conn.execute("insert into t values (2)")
+
+
+def test_a_close_that_timed_out_closes_the_queue_when_the_last_transaction_ends(tmp_path: Path) -> None:
+    pool = sqlitefair.connect(tmp_path / "app.db")
+    procq = pool._state.writer.procq
+    assert procq is not None
+    inside, leave = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with pool.transaction() as conn:
+            conn.execute("create table t(v)")
+            inside.set()
+            leave.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    inside.wait(10)
+    with pytest.raises(sqlitefair.PoolTimeout):
+        pool.close(timeout=0.1)
+    assert procq._fd >= 0  # still in use by the open transaction
+    leave.set()
+    holder.join(10)
+    assert procq._fd < 0 and not procq.held, "the queue's file stayed open after the last transaction"

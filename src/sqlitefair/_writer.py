@@ -490,6 +490,8 @@ class Transaction(Permit):
                 gate.drop(gate.conn)
             if gate.procq is not None:
                 gate.procq.abandon()  # (nothing if not taken)
+                if state.shut_down:  # the last holder after a close() that timed out: nobody queues any more
+                    gate.procq.close()
         stack = self._stack if self._root is self else ()
         if len(stack) > 1:
             for block in stack[1:]:  # nested blocks still open (out of order): they can never run again
