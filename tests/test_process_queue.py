@@ -26,6 +26,8 @@ import pytest
 import sqlitefair
 from sqlitefair import _defaults, _procqueue
 
+from _helpers import held_by_another_thread
+
 pytestmark = pytest.mark.skipif(
     _procqueue.unavailable_reason(os.path.join(os.getcwd(), "x.db")) is not None,
     reason="the cross-process queue needs Linux open-file-description locks",
@@ -403,20 +405,9 @@ def test_a_close_that_timed_out_closes_the_queue_when_the_last_transaction_ends(
     pool = sqlitefair.connect(tmp_path / "app.db")
     procq = pool._state.writer.procq
     assert procq is not None
-    inside, leave = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with pool.transaction() as conn:
-            conn.execute("create table t(v)")
-            inside.set()
-            leave.wait(10)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    inside.wait(10)
-    with pytest.raises(sqlitefair.PoolTimeout):
-        pool.close(timeout=0.1)
-    assert procq._fd >= 0  # still in use by the open transaction
-    leave.set()
-    holder.join(10)
+    with held_by_another_thread(pool.transaction()) as (_conn, leave):
+        with pytest.raises(sqlitefair.PoolTimeout):
+            pool.close(timeout=0.1)
+        assert procq._fd >= 0  # still in use by the open transaction
+        leave()
     assert procq._fd < 0 and not procq.held, "the queue's file stayed open after the last transaction"
