@@ -140,8 +140,10 @@ def served(path: Path) -> list[str]:
         conn.close()
 
 
-def test_processes_are_served_in_the_order_they_began_waiting(db: Path) -> None:
-    """Five processes queue behind a sixth that holds the writer; each is served in turn."""
+@pytest.mark.parametrize("killed", [None, 2], ids=["all", "one-killed-while-queued"])
+def test_processes_are_served_in_the_order_they_began_waiting(db: Path, killed: int | None) -> None:
+    """Five processes queue behind a sixth that holds the writer; each is served in turn (one
+    SIGKILLed while queued is skipped, and the order of the others holds)."""
     holder = Writer(db, "holder")
     holder.got()
     waiters = []
@@ -149,32 +151,17 @@ def test_processes_are_served_in_the_order_they_began_waiting(db: Path) -> None:
         for i in range(5):
             waiters.append(queue_up(db, f"w{i}"))
             time.sleep(0.02)
+        if killed is not None:
+            waiters[killed].kill()
         holder.release()
-        for w in waiters:
-            w.got()
-            w.release()
+        for i, w in enumerate(waiters):
+            if i != killed:
+                w.got()
+                w.release()
     finally:
         for w in [holder, *waiters]:
             w.close()
-    assert served(db) == ["holder", "w0", "w1", "w2", "w3", "w4"]
-
-
-def test_a_process_killed_while_queued_is_skipped_and_the_order_holds(db: Path) -> None:
-    holder = Writer(db, "holder")
-    holder.got()
-    waiters = []
-    try:
-        for i in range(5):
-            waiters.append(queue_up(db, f"w{i}"))
-        waiters[2].kill()
-        holder.release()
-        for w in waiters[:2] + waiters[3:]:
-            w.got()
-            w.release()
-    finally:
-        for w in [holder, *waiters]:
-            w.close()
-    assert served(db) == ["holder", "w0", "w1", "w3", "w4"]
+    assert served(db) == ["holder"] + [f"w{i}" for i in range(5) if i != killed]
 
 
 def test_killed_holders_and_queued_processes_never_stall_the_others(db: Path) -> None:

@@ -18,6 +18,8 @@ import pytest
 import sqlitefair
 from sqlitefair import _procqueue
 
+from _helpers import wait_until
+
 pytestmark = pytest.mark.skipif(
     _procqueue.unavailable_reason(os.getcwd()) is not None, reason="needs Linux OFD locks"
 )
@@ -119,14 +121,6 @@ def stopped(pid: int) -> bool:
     return all(state == "T" for state in states)
 
 
-def wait_until(predicate, timeout: float = 20.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.002)
-
-
 def test_a_fast_path_holder_that_gives_the_turn_up_goes_behind_a_process_already_waiting(tmp_path: Path) -> None:
     """Holding the turn from the fast path, a process gives it up and asks again at once (a
     process writing back to back does so at every turn's end): a process that was already waiting
@@ -142,11 +136,11 @@ def test_a_fast_path_holder_that_gives_the_turn_up_goes_behind_a_process_already
         other = spawn(QUEUER, str(db), "other", str(log), "0")
         try:
             wait_line(other, "start")
-            wait_until(lambda: queued_tickets(db) == 1, what="the other process to queue")
+            wait_until(lambda: queued_tickets(db) == 1, timeout=20, what="the other process to queue")
             time.sleep(0.2)  # (asleep in the kernel by now)
             os.kill(other.pid, signal.SIGSTOP)
             try:
-                wait_until(lambda: stopped(other.pid), what="the other process to stop")
+                wait_until(lambda: stopped(other.pid), timeout=20, what="the other process to stop")
                 mine.release()
                 try:
                     mine.acquire(time.monotonic() + 1)
@@ -178,7 +172,7 @@ def test_processes_that_queue_in_order_are_served_in_order(tmp_path: Path) -> No
             proc = spawn(QUEUER, str(db), f"p{i}", str(log), "0.01")
             procs.append(proc)
             wait_line(proc, "start")
-            wait_until(lambda: queued_tickets(db) == i + 1, what=f"p{i} to queue")
+            wait_until(lambda: queued_tickets(db) == i + 1, timeout=20, what=f"p{i} to queue")
         mine.release()
         for proc in procs:
             wait_line(proc, "done")
@@ -342,10 +336,10 @@ def test_a_process_killed_while_queued_does_not_stall_the_one_behind_it(tmp_path
         wait_line(holder, "holding")
         doomed = writer(db, "queue", "30")
         procs.append(doomed)
-        wait_until(lambda: queued_tickets(db) == 1, what="the doomed process to queue")
+        wait_until(lambda: queued_tickets(db) == 1, timeout=20, what="the doomed process to queue")
         behind = writer(db, "queue", "30")
         procs.append(behind)
-        wait_until(lambda: queued_tickets(db) == 2, what="the second process to queue")
+        wait_until(lambda: queued_tickets(db) == 2, timeout=20, what="the second process to queue")
         kill(doomed)
         holder.stdin.write("go\n")  # type: ignore[union-attr]
         holder.stdin.flush()  # type: ignore[union-attr]
@@ -408,7 +402,7 @@ def test_a_process_killed_while_holding_the_ticket_lock_does_not_stall_the_queue
         behind.stdin.flush()  # type: ignore[union-attr]
         time.sleep(0.3)  # (waiting for T)
         kill(ticket_taker)
-        wait_until(lambda: queued_tickets(db) == 1, what="the process behind to queue")
+        wait_until(lambda: queued_tickets(db) == 1, timeout=20, what="the process behind to queue")
         mine.release()
         start = time.monotonic()
         wait_line(behind, "committed")
@@ -428,10 +422,10 @@ def test_a_timed_out_waiter_leaves_the_queue_without_stalling_the_one_behind(tmp
         wait_line(holder, "holding")
         impatient = writer(db, "queue", "1")
         procs.append(impatient)
-        wait_until(lambda: queued_tickets(db) == 1, what="the impatient process to queue")
+        wait_until(lambda: queued_tickets(db) == 1, timeout=20, what="the impatient process to queue")
         behind = writer(db, "queue", "30")
         procs.append(behind)
-        wait_until(lambda: queued_tickets(db) == 2, what="the second process to queue")
+        wait_until(lambda: queued_tickets(db) == 2, timeout=20, what="the second process to queue")
         wait_line(impatient, "timeout")
         holder.stdin.write("go\n")  # type: ignore[union-attr]
         holder.stdin.flush()  # type: ignore[union-attr]
