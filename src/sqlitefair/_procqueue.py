@@ -646,5 +646,5 @@ def warn_unavailable(name: str, reason: str) -> None:
         "processes are ordered by the busy policy alone. Pass process_queue=False to connect() to "
         "silence this.",
         ProcessQueueWarning,
-        stacklevel=4,
+        stacklevel=5,  # the caller of sqlitefair.connect()
     )
