@@ -179,34 +179,30 @@ def test_interrupted_waiter_passes_a_granted_permit_on(kind: str) -> None:
     class Boom(BaseException):
         pass
 
-    import _thread
-
-    real_allocate = _thread.allocate_lock
-
-    class ExplodingParker:
-        """Parks like a real lock, but raises once woken, as a signal handler would."""
-
-        def __init__(self) -> None:
-            self._lock = real_allocate()
-
-        def acquire(self, *args: object) -> bool:
-            woken = self._lock.acquire(*args)  # type: ignore[arg-type]
-            if args:  # the park (the pre-acquire has no arguments)
-                raise Boom
-            return woken
-
-        def release(self) -> None:
-            self._lock.release()
-
     from sqlitefair import _waitqueue
 
-    _waitqueue._thread.allocate_lock = ExplodingParker  # type: ignore[assignment]
+    real_parker = _waitqueue._new_parker
+
+    class ExplodingParker:
+        """Parks like the build's parker, but raises once woken, as a signal handler would."""
+
+        def __init__(self) -> None:
+            self._parker = real_parker()
+
+        def acquire(self, *args: object) -> bool:
+            self._parker.acquire(*args)
+            raise Boom
+
+        def release(self) -> None:
+            self._parker.release()
+
+    _waitqueue._new_parker = ExplodingParker  # type: ignore[assignment]
     try:
         w = Worker(lambda: lock.acquire(timeout=20), name="interrupted")
         w.start()
         wait_until(lambda: queued(lock) == 1)  # in the queue, with the exploding parker
     finally:
-        _waitqueue._thread.allocate_lock = real_allocate  # type: ignore[assignment]
+        _waitqueue._new_parker = real_parker  # type: ignore[assignment]
     follower = Worker(lambda: lock.release(lock.acquire(timeout=20)), name="follower")
     follower.start()
     wait_until(lambda: lock.statistics().waiting == 2)
