@@ -193,21 +193,26 @@ def _serve(pool: Pool, lock: FairLock, own: _Call) -> None:
                 for call, _ in batch:
                     _run_alone(pool, lock, own, call)
                 left = []
-            for call, waiter in batch:
-                if waiter is not None and call.done:
-                    taken.remove((call, waiter))
-                    lock._complete(waiter, call)
+            # Calls run: their callers are woken with the next claim, under one acquisition of the
+            # lock's mutex (or by the finally below); a completed waiter has its grant set.
+            done = [(waiter, call) for call, waiter in batch if waiter is not None and call.done]
             batch = list(left)
-            if not batch:
-                if not combine or monotonic() >= until or state.shut_down:
-                    break
-                waiter = _claim(pool, lock, own)
+            if batch:  # (group commit: calls a broken transaction did not run go in the next one)
+                for waiter, call in done:
+                    lock._complete(waiter, call)
+            elif not combine or monotonic() >= until or state.shut_down:
+                break
+            else:
+                waiter = _claim(pool, lock, own, done)
                 if waiter is None:
                     break
                 batch = [(waiter.permit, waiter)]
+                taken = [item for item in taken if item[1].grant is None]
                 taken.append((waiter.permit, waiter))
     finally:
         for call, waiter in taken:  # cut short: nobody may be left waiting for an outcome
+            if waiter.grant is not None:  # completed already (only this thread completes them)
+                continue
             if not call.done:
                 call.error = SqlitefairError("the combiner running this write() call stopped before it ran")
                 call.done = True
@@ -216,9 +221,10 @@ def _serve(pool: Pool, lock: FairLock, own: _Call) -> None:
         lock.release(own)
 
 
-def _claim(pool: Pool, lock: FairLock, own: _Call) -> Waiter | None:
-    """Take the next write() call from the head of the queue, if that is one (counting its wait)."""
-    waiter = lock._claim_next(own, _is_call)
+def _claim(pool: Pool, lock: FairLock, own: Permit, done: list[tuple[Waiter, _Call]] | None = None) -> Waiter | None:
+    """Take the next write() call from the head of the queue, if that is one (counting its wait);
+    first wake the callers of ``done``, (waiter, call) pairs whose calls ran."""
+    waiter = lock._claim_next(own, _is_call, done)
     if waiter is not None:
         pool._stats.write_waited(monotonic() - waiter.permit.arrived)
     return waiter

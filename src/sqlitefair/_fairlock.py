@@ -338,6 +338,10 @@ class FairLock:
                 permit.since = monotonic() if now is None else now
             self._holder = permit
             return permit
+        if permit is self._borrower and permit is not None and self._holder is self._lender:
+            # Lent by its holder, this thread (see _lend): the baton stays locked, the lock changes
+            # hands without the mutex, since only the holder changes a held lock's holder.
+            return self._take(permit, monotonic() if now is None else now)
         if (
             self._barging is not None
             and not queue
@@ -371,9 +375,6 @@ class FairLock:
                 at_baton.pop()
             if self._baton.acquire(False):  # released meanwhile (nobody queued, or barging is on)
                 return self._take(permit, monotonic())
-            if permit is not None and permit is self._borrower and self._holder is self._lender:
-                # Lent by its holder: the baton stays locked, the lock changes hands.
-                return self._take(permit, monotonic() if now is None else now)
             if at_baton is not None:  # it arrived earlier and waited at the baton: its place is by arrival
                 waiter = self._queue.join_locked(cancel, arrived=now)
             else:
@@ -436,14 +437,14 @@ class FairLock:
     @protected
     def release(self, permit: Permit) -> None:
         """Return ``permit``; the oldest waiter, if any, becomes the next holder."""
+        if permit is self._borrower and permit is not None and self._holder is permit:
+            self._holder = self._lender  # lent: back to the lender, who holds it on (no mutex: see _lend)
+            return
         with self._mutex:
             if self._holder is not permit or permit is None:
                 raise RuntimeError("release() of a permit that is not held")
-            if self._lender is not None:  # a loan (rare: one attribute load on the common path)
-                if permit is self._borrower:  # lent: back to the lender, who holds it on
-                    self._holder = self._lender
-                    return
-                self._lender = self._borrower = None  # the lender lets go: its loan ends with it
+            if self._lender is not None:  # the lender lets go: its loan ends with it
+                self._lender = self._borrower = None
             if self._queue.count and (self._barging is None or not self._barge_locked()):
                 if self._queue.hand_over_locked(self._grant_locked):
                     return  # the baton stays locked: it went with the lock to the oldest waiter
@@ -490,27 +491,36 @@ class FairLock:
     def _lend(self, holder: Permit, borrower: Permit) -> None:
         """Let ``borrower`` (a permit of the holder's own, e.g. a transaction it opens) take the lock
         while ``holder`` holds it: its acquire succeeds at once and its release returns the lock to
-        ``holder``.  One loan at a time; :meth:`_end_loan` ends it."""
-        with self._mutex:
-            if self._holder is not holder or holder is None:
-                raise RuntimeError("lend() by a permit that does not hold the lock")
-            self._lender, self._borrower = holder, borrower
+        ``holder``.  One loan at a time; :meth:`_end_loan` ends it.
+
+        Loans take no mutex: only the thread holding the lock lends it, borrows it (the borrower is
+        its own permit) and ends the loan, and while the lock is held nobody else changes
+        ``_holder`` (a hand-over happens only in the holder's own release).  Other threads may read
+        either permit as the holder meanwhile; both are that thread's."""
+        if self._holder is not holder or holder is None:
+            raise RuntimeError("lend() by a permit that does not hold the lock")
+        self._borrower = borrower
+        self._lender = holder
 
     @protected
     def _end_loan(self, holder: Permit) -> None:
         """End the loan of ``holder``; if the borrower still holds the lock, it is ``holder``'s again."""
-        with self._mutex:
-            if self._lender is not holder:
-                return
-            if self._holder is self._borrower:
-                self._holder = holder
-            self._lender = self._borrower = None
+        if self._lender is not holder:
+            return
+        if self._holder is self._borrower:
+            self._holder = holder
+        self._lender = self._borrower = None
 
     @protected
-    def _claim_next(self, holder: Permit, wanted: Callable[[Waiter], bool]) -> Waiter | None:
+    def _claim_next(
+        self, holder: Permit, wanted: Callable[[Waiter], bool], done: list[tuple[Waiter, Any]] | None = None
+    ) -> Waiter | None:
         """The holder takes the oldest waiter out of the queue if ``wanted(waiter)``, to do its work
-        (flat combining); wake it with ``_complete(waiter, grant)`` when done."""
+        (flat combining); wake it with ``_complete(waiter, grant)`` when done.  ``done``: pairs of
+        (waiter, grant) to complete first, under the same acquisition of the mutex."""
         with self._mutex:
+            if done:
+                self._queue.complete_locked(done)
             if self._holder is not holder or holder is None:
                 raise RuntimeError("claim_next() by a permit that does not hold the lock")
             return self._queue.claim_head_locked(wanted)

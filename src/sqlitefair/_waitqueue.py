@@ -279,6 +279,12 @@ class WaitQueue:
             waiter.grant = grant
             self._wake_locked(waiter)
 
+    def complete_locked(self, done: list[tuple[Waiter, Any]]) -> None:
+        """:meth:`complete` for each (waiter, grant) of ``done``, the caller holding the mutex."""
+        for waiter, grant in done:
+            waiter.grant = grant
+            self._wake_locked(waiter)
+
     @protected
     def cancel(self, waiter: Waiter) -> None:
         """Take ``waiter`` out of the queue and wake it, unless it was granted already."""
@@ -312,6 +318,8 @@ class WaitQueue:
         try:
             while True:
                 woken = _park(waiter.parker, deadline, recheck)
+                if woken and waiter.grant is not None:  # the common wake-up: final once written
+                    break  # (a grant is written, under the mutex, before the one wake-up it comes with)
                 with self._mutex:
                     nudged = False
                     if woken:  # this wake-up was the pending one, if it was nudged
