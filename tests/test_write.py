@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -17,12 +18,16 @@ import pytest
 from _helpers import Worker, held_by_another_thread, queued, wait_until
 
 import sqlitefair
+from sqlitefair import _combining
 
 STRESS = int(os.environ.get("SQLITEFAIR_STRESS", "1"))
 
 
 @pytest.fixture(params=[False, True], ids=["combining", "group-commit"])
-def group(request: pytest.FixtureRequest) -> bool:
+def group(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Both ways a combiner runs calls, on every build (GIL builds combine only with group commit by
+    default: see test_gil_builds_run_calls_in_the_callers_thread)."""
+    monkeypatch.setattr(_combining, "combines", lambda pool: True)
     return bool(request.param)
 
 
@@ -411,3 +416,35 @@ def test_async_write_inside_an_async_transaction_is_a_savepoint(wpool: sqlitefai
 
     _run(main())
     assert committed() == []
+
+
+@pytest.mark.parametrize("group_commit", [False, True], ids=["plain", "group-commit"])
+def test_gil_builds_run_calls_in_the_callers_thread(
+    make_pool: Callable[..., sqlitefair.Pool], group_commit: bool, committed: Callable[..., list[Any]]
+) -> None:
+    """Where the GIL is on and group commit off, each call runs in its caller's thread as a block
+    (combining measured slower there); elsewhere the thread that gets the writer runs the calls
+    queued behind it.  Either way they are served in order of arrival and each caller gets its own
+    result."""
+    wpool = make_pool(readers=2, timeout=10, group_commit=group_commit, handoff="strict")
+    with wpool.transaction() as conn:
+        conn.execute("create table t(id integer primary key, v)")
+    ran_in: dict[object, int] = {}
+
+    def record(conn: Any, tag: object) -> object:
+        ran_in[tag] = threading.get_ident()
+        insert(conn, tag)
+        return tag
+
+    tags: list[object] = list(range(6))
+    with held_by_another_thread(wpool.transaction()) as (_, leave):
+        workers = queue_writes(wpool, tags, record)
+        leave()
+    assert [w.finish() for w in workers] == tags
+    assert committed() == tags
+    in_own_thread = [ran_in[tag] == w.ident for tag, w in zip(tags, workers)]
+    gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+    if gil and not group_commit:
+        assert all(in_own_thread), "a call ran outside its caller's thread on a GIL build"
+    else:
+        assert not all(in_own_thread), "no call was run by another caller's thread: nothing was combined"
