@@ -63,23 +63,29 @@ def test_write_returns_the_result_and_commits(wpool: sqlitefair.Pool, committed:
 
 def test_calls_are_served_in_order_of_arrival(wpool: sqlitefair.Pool, committed: Callable[..., list[Any]]) -> None:
     """Queued behind a holder, the calls run in the order they queued (the first one combines)."""
-    order: list[object] = []
-    threads_that_ran: set[int] = set()
+    tags: list[object] = list(range(12))
+    in_own_thread = run_queued_behind_a_holder(wpool, tags)
+    assert list(in_own_thread) == tags
+    assert committed() == tags
+    assert not all(in_own_thread.values()), "no call was run by another caller's thread: nothing was combined"
+
+
+def run_queued_behind_a_holder(pool: sqlitefair.Pool, tags: list[object]) -> dict[object, bool]:
+    """Queue a write() per tag behind a holder, in order, then let them run; return, in the order
+    the calls ran, whether each ran in its caller's thread.  Asserts each caller got its own result."""
+    ran_in: dict[object, int] = {}
 
     def record(conn: Any, tag: object) -> object:
-        order.append(tag)
-        threads_that_ran.add(threading.get_ident())
+        ran_in[tag] = threading.get_ident()
         insert(conn, tag)
         return tag
 
-    tags: list[object] = list(range(12))
-    with held_by_another_thread(wpool.transaction()) as (_, leave):
-        workers = queue_writes(wpool, tags, record)
+    with held_by_another_thread(pool.transaction()) as (_, leave):
+        workers = queue_writes(pool, tags, record)
         leave()
     assert [w.finish() for w in workers] == tags  # each caller got its own result
-    assert order == tags
-    assert committed() == tags
-    assert len(threads_that_ran) < len(tags), "no call was run by another caller's thread: nothing was combined"
+    idents = {tag: w.ident for tag, w in zip(tags, workers)}
+    return {tag: ident == idents[tag] for tag, ident in ran_in.items()}
 
 
 @pytest.mark.parametrize("handoff", ["strict", "bounded"])
@@ -429,22 +435,12 @@ def test_gil_builds_run_calls_in_the_callers_thread(
     wpool = make_pool(readers=2, timeout=10, group_commit=group_commit, handoff="strict")
     with wpool.transaction() as conn:
         conn.execute("create table t(id integer primary key, v)")
-    ran_in: dict[object, int] = {}
-
-    def record(conn: Any, tag: object) -> object:
-        ran_in[tag] = threading.get_ident()
-        insert(conn, tag)
-        return tag
-
     tags: list[object] = list(range(6))
-    with held_by_another_thread(wpool.transaction()) as (_, leave):
-        workers = queue_writes(wpool, tags, record)
-        leave()
-    assert [w.finish() for w in workers] == tags
+    in_own_thread = run_queued_behind_a_holder(wpool, tags)
+    assert list(in_own_thread) == tags
     assert committed() == tags
-    in_own_thread = [ran_in[tag] == w.ident for tag, w in zip(tags, workers)]
     gil = getattr(sys, "_is_gil_enabled", lambda: True)()
     if gil and not group_commit:
-        assert all(in_own_thread), "a call ran outside its caller's thread on a GIL build"
+        assert all(in_own_thread.values()), "a call ran outside its caller's thread on a GIL build"
     else:
-        assert not all(in_own_thread), "no call was run by another caller's thread: nothing was combined"
+        assert not all(in_own_thread.values()), "no call was run by another caller's thread: nothing was combined"
