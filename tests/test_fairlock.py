@@ -479,3 +479,20 @@ def test_behind_a_long_queue_a_waiter_queues_at_once(monkeypatch: pytest.MonkeyP
     lock.release(holder)
     first.finish()
     second.finish()
+
+
+def test_a_caller_parks_on_the_builds_parker() -> None:
+    """Free-threaded builds park on a SimpleQueue, GIL builds on a pre-acquired lock; a release
+    before the park is not lost, and a timed park returns False."""
+    import sysconfig
+
+    from sqlitefair import _waitqueue
+
+    parker = _waitqueue._new_parker()
+    is_ft = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    assert isinstance(parker, _waitqueue._QueueParker) is is_ft
+    start = time.monotonic()
+    assert parker.acquire(True, 0.05) is False
+    assert time.monotonic() - start >= 0.04
+    parker.release()
+    assert parker.acquire(True, 5) is True

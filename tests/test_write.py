@@ -6,11 +6,14 @@ benchmark's business (``sqlitefair-write`` and ``sqlitefair-group``).
 
 from __future__ import annotations
 
+import asyncio
 import os
+import random
 import signal
 import sqlite3
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -444,3 +447,175 @@ def test_gil_builds_run_calls_in_the_callers_thread(
         assert all(in_own_thread.values()), "a call ran outside its caller's thread on a GIL build"
     else:
         assert not all(in_own_thread.values()), "no call was run by another caller's thread: nothing was combined"
+
+
+@pytest.mark.parametrize("where", ["caller", "combiner"])
+def test_write_timeout_bounds_the_wait_before_the_call_starts(
+    make_pool: Callable[..., sqlitefair.Pool], db_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str, where: str
+) -> None:
+    """As Pool.write says: run in its caller's thread, ``timeout`` bounds the whole wait before the
+    call starts, BEGIN's wait for another connection's lock included (as a block's); a combined
+    call's BEGIN waits for that with the pool's timeout, so it succeeds once the lock is free."""
+    if backend != "sqlite3":
+        pytest.skip("the other writer is a stdlib connection: beside apsw's own SQLite in one process, neither sees the other's locks")
+    monkeypatch.setattr(_combining, "combines", lambda pool: where == "combiner")
+
+    def insert_one(conn: Any) -> str:
+        conn.execute("insert into t values (1)")
+        return "done"
+
+    pool = make_pool(readers=1, timeout=10)
+    with pool.transaction() as conn:
+        conn.execute("create table t(v)")
+    other = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    try:
+        other.execute("begin immediate")  # another connection (another process, say) writes for 0.4 s
+        releaser = threading.Timer(0.4, lambda: other.execute("commit"))
+        releaser.start()
+        try:
+            if where == "caller":
+                with pytest.raises(sqlitefair.PoolTimeout):
+                    pool.write(insert_one, timeout=0.05)
+            else:
+                assert pool.write(insert_one, timeout=0.05) == "done"
+        finally:
+            releaser.join()
+    finally:
+        other.close()
+
+
+@pytest.fixture
+def combining(monkeypatch: pytest.MonkeyPatch) -> None:
+    """write() queues for a combiner on every build (GIL builds run a block otherwise)."""
+    monkeypatch.setattr(_combining, "combines", lambda pool: True)
+
+
+def test_a_finished_call_is_not_kept_waiting_behind_the_next_one(
+    make_pool: Callable[..., sqlitefair.Pool], combining: None
+) -> None:
+    """Completion is deferred to the next claim: a caller must still be woken before the combiner
+    runs the next call (not after it)."""
+    pool = make_pool(readers=1, timeout=10)
+    with pool.transaction() as conn:
+        conn.execute("create table t(v)")
+    lock = pool._state.writer.lock
+    second_running, let_second_finish = threading.Event(), threading.Event()
+
+    def call(conn: Any, tag: str) -> str:
+        conn.execute("insert into t values (?)", (tag,))
+        if tag == "second":
+            second_running.set()
+            assert let_second_finish.wait(20)
+        return tag
+
+    with held_by_another_thread(pool.transaction()) as (_, leave):
+        combiner = Worker(pool.write, call, "own", name="combiner")
+        combiner.start()
+        wait_until(lambda: queued(lock) == 1)
+        first = Worker(pool.write, call, "first", name="first")
+        first.start()
+        wait_until(lambda: queued(lock) == 2)
+        second = Worker(pool.write, call, "second", name="second")
+        second.start()
+        wait_until(lambda: queued(lock) == 3)
+        leave()
+    assert second_running.wait(20)
+    try:
+        assert first.finish(10) == "first"  # woken while "second" still runs
+        assert combiner.is_alive() or combiner.result == "own"
+    finally:
+        let_second_finish.set()
+    assert [w.finish() for w in (combiner, second)] == ["own", "second"]
+    assert not lock.locked() and lock._lender is None and lock._borrower is None
+
+
+@pytest.mark.parametrize("group_commit", [False, True], ids=["combining", "group-commit"])
+@pytest.mark.parametrize("handoff", ["strict", "bounded"])
+@pytest.mark.parametrize("force", [False, True], ids=["default", "combine-always"])
+def test_mixed_writes_each_caller_gets_its_own_outcome(
+    make_pool: Callable[..., sqlitefair.Pool],
+    db_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    group_commit: bool,
+    handoff: str,
+    force: bool,
+) -> None:
+    """Threads mixing write() (with and without tight timeouts, failing fns), transaction() blocks
+    and async writes (timed out, cancelled): every caller gets its own result or exception, exactly
+    the calls reported committed are committed, nobody hangs, and the lock ends free, unlent."""
+    if force:
+        monkeypatch.setattr(_combining, "combines", lambda pool: True)
+    pool = make_pool(readers=2, timeout=20, group_commit=group_commit, handoff=handoff)
+    with pool.transaction() as conn:
+        conn.execute("create table t(id integer primary key, v unique)")
+    outcomes: dict[str, str] = {}
+    errors: list[object] = []
+
+    def ins(conn: Any, tag: str, fail: bool = False) -> str:
+        conn.execute("insert into t(v) values (?)", (tag,))
+        if fail:
+            raise ValueError(tag)
+        return tag
+
+    def worker(k: int) -> None:
+        rnd = random.Random(k)
+        for i in range(80):
+            tag = f"{k}-{i}"
+            r = rnd.random()
+            if r < 0.5:
+                got = pool.write(ins, tag)
+                outcomes[tag] = "committed" if got == tag else f"wrong result {got!r}"
+            elif r < 0.7:
+                try:
+                    got = pool.write(ins, tag, timeout=rnd.choice([0, 0.0005, 0.002]))
+                    outcomes[tag] = "committed" if got == tag else f"wrong result {got!r}"
+                except sqlitefair.PoolTimeout:
+                    outcomes[tag] = "timeout"
+            elif r < 0.8:
+                try:
+                    pool.write(ins, tag, fail=True)
+                    errors.append(("no error", tag))
+                except ValueError as exc:
+                    outcomes[tag] = "raised" if exc.args == (tag,) else f"wrong error {exc.args!r}"
+            else:
+                with pool.transaction() as conn:
+                    ins(conn, tag)
+                outcomes[tag] = "committed"
+
+    def async_worker(k: int) -> None:
+        async def one(tag: str, timeout: float | None) -> None:
+            try:
+                got = await _combining.write_async(pool, ins, (tag,), {}, timeout)
+                outcomes[tag] = "committed" if got == tag else f"wrong result {got!r}"
+            except sqlitefair.PoolTimeout:
+                outcomes[tag] = "timeout"
+            except asyncio.CancelledError:
+                outcomes[tag] = "cancelled"  # it may or may not have run
+                raise
+
+        async def main() -> None:
+            for j in range(8):
+                tasks = [asyncio.ensure_future(one(f"a{k}-{j}-{i}", random.choice([None, 0.001]))) for i in range(8)]
+                if j % 2:
+                    await asyncio.sleep(0)
+                    tasks[-1].cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run(main())
+
+    workers = [Worker(worker, k, name=f"w{k}") for k in range(6 * STRESS)]
+    workers += [Worker(async_worker, k, name=f"a{k}") for k in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.finish(120)
+    assert errors == []
+    assert {tag: o for tag, o in outcomes.items() if o not in ("committed", "timeout", "raised", "cancelled")} == {}
+    with sqlite3.connect(db_path) as check:
+        rows = {row[0] for row in check.execute("select v from t")}
+    check.close()
+    cancelled = {tag for tag, o in outcomes.items() if o == "cancelled"}
+    assert rows - cancelled == {tag for tag, o in outcomes.items() if o == "committed"}
+    lock = pool._state.writer.lock
+    assert not lock.locked() and lock._holder is None and queued(lock) == 0
+    assert lock._lender is None and lock._borrower is None

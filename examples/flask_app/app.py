@@ -17,8 +17,9 @@ EXAMPLE_DB_MODE:
   forked it; sqlitefair is fork-safe either way). Reads use ``pool.read()``,
   writes ``pool.transaction()`` (FIFO queue, ``BEGIN IMMEDIATE``).
 * ``sqlitefair-write``: the same, with writes through ``pool.write(fn, ...)``:
-  the thread that holds the writer also runs the write calls queued behind it
-  (flat combining), so short writes go back to back without a thread wake-up.
+  with the GIL off, the thread that holds the writer also runs the write calls
+  queued behind it (flat combining), so short writes go back to back without a
+  thread wake-up; with the GIL on, each call runs in its request's thread.
 * ``sqlitefair-noqueue``: as ``sqlitefair``, with ``process_queue=False``: the worker
   processes' writers are ordered by the busy policy alone, not by the queue across
   processes (a comparison for the load test).

@@ -5,6 +5,9 @@ the next thread in the queue, which must wake up (50-90 us here) before the
 writer does anything again: on short transactions the writer is idle most of
 the time.  A *callable* can be run by whichever thread holds the writer, so:
 
+* **Where.**  Calls are combined with group commit, and wherever the GIL is off
+  (:func:`combines`); with the GIL on and no group commit each call runs in its
+  caller's thread as a ``transaction()`` block, which measured faster there.
 * **Flat combining.**  ``write(fn)`` queues in the writer's FIFO queue like a
   transaction, carrying its call.  The thread that gets the writer (the
   *combiner*) runs its own call, then takes the ``write()`` calls waiting at

@@ -280,11 +280,15 @@ class Pool:
 
         Calls are served in FIFO order of arrival, together with
         :meth:`transaction` blocks.  Unlike a ``with`` block, a call can be
-        run by another thread: the thread that holds the writer runs the
-        ``write()`` calls queued behind it too (*flat combining*), so the
-        writer does not sit idle while each next caller wakes up.  With
-        ``connect(..., group_commit=True)`` consecutive calls also share one
-        ``BEGIN IMMEDIATE ... COMMIT``, each in a savepoint of its own.
+        run by another thread: on free-threaded builds (GIL off), the thread
+        that holds the writer runs the ``write()`` calls queued behind it too
+        (*flat combining*), so the writer does not sit idle while each next
+        caller wakes up.  With ``connect(..., group_commit=True)`` (any build)
+        consecutive calls also share one ``BEGIN IMMEDIATE ... COMMIT``, each
+        in a savepoint of its own.  With the GIL on and no group commit, each
+        call runs in its caller's thread as a :meth:`transaction` block would
+        (combining measured slower there: the callers it wakes take the GIL
+        from it).
 
         * ``fn`` may run on another thread; it must not keep ``conn`` (or a
           cursor) past its return, and may not control the transaction
@@ -295,8 +299,11 @@ class Pool:
           and the exception is raised here.  A failed group ``COMMIT`` raises
           :class:`GroupCommitError` in every call of the group.
         * It returns only after the ``COMMIT`` that contains the call.
-        * ``timeout`` bounds the wait in the queue (default: the pool's); once
-          taken up, a call runs to its end.  A ``KeyboardInterrupt`` while the
+        * ``timeout`` bounds the wait before the call starts (default: the
+          pool's).  Run in its caller's thread, that is the whole wait, as for
+          a block (the queue, other processes, ``BEGIN``); a combined call is
+          bounded while it waits in the queue: once taken up, it runs to its
+          end (the combiner waits for the database with the pool's timeout).  A ``KeyboardInterrupt`` while the
           call waits takes it out of the queue; once another thread runs it,
           the interrupt is raised here at once and the call still completes.
         * Inside a transaction of this context, ``fn`` runs here, in a savepoint.

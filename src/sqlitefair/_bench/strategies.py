@@ -226,7 +226,7 @@ class PoolInstance(Instance):
 
 
 class PoolWriteInstance(PoolInstance):
-    """A sqlitefair pool whose writes go through ``pool.write(fn)`` (flat combining), with or
+    """A sqlitefair pool whose writes go through ``pool.write(fn)`` (flat combining where it applies), with or
     without group commit; reads as :class:`PoolInstance`."""
 
     def __init__(self, config: StrategyConfig, *, group_commit: bool) -> None:
@@ -358,7 +358,7 @@ register(
     )
 )
 for _name, _group, _how in (
-    ("sqlitefair-write", False, "flat combining"),
+    ("sqlitefair-write", False, "flat combining where the GIL is off"),
     ("sqlitefair-group", True, "flat combining and group_commit=True"),
 ):
     register(

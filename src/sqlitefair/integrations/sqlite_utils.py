@@ -465,7 +465,8 @@ class DatabasePool:
     def run_write(self, fn: Callable[..., T], /, *args: Any, timeout: float | None = _UNSET, **kwargs: Any) -> T:
         """``fn(db, *args, **kwargs)`` with the ``Database`` of a write transaction, through
         :meth:`sqlitefair.Pool.write`: FIFO with ``write()`` blocks, run by whichever thread holds the
-        writer (flat combining), in a group commit if the pool was made with ``group_commit=True``.
+        writer (flat combining: with the GIL off, or with group commit), in a group commit if the pool
+        was made with ``group_commit=True``.
 
         ``fn`` may run on another thread; it must finish with ``db`` before it returns and leave the
         transaction alone (as in a block).  Returns what ``fn`` returns; if it raises, its work is
