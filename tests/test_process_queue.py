@@ -26,7 +26,7 @@ import pytest
 import sqlitefair
 from sqlitefair import _defaults, _procqueue
 
-from _helpers import held_by_another_thread
+from _helpers import Worker, held_by_another_thread
 
 pytestmark = pytest.mark.skipif(
     _procqueue.unavailable_reason(os.path.join(os.getcwd(), "x.db")) is not None,
@@ -398,3 +398,57 @@ def test_a_close_that_timed_out_closes_the_queue_when_the_last_transaction_ends(
         assert procq._fd >= 0  # still in use by the open transaction
         leave()
     assert procq._fd < 0 and not procq.held, "the queue's file stayed open after the last transaction"
+
+
+def test_close_never_lets_the_keeper_touch_a_descriptor_it_closed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The keeper gives an idle turn up on the queue's descriptor; ``close()`` closes that
+    descriptor.  If the close ran while the keeper was between reading the number and unlocking,
+    the number could already belong to another file (the next ``open()`` reuses it), and the
+    keeper would unlock that file's lock (or, failing, close it).  The keeper is held inside its
+    unlock here while another thread closes the pool and this one opens and locks a file."""
+    real_lock = _procqueue._lock
+    in_unlock, go, unlocked = threading.Event(), threading.Event(), threading.Event()
+
+    def held_in_the_keeper(fd: int, command: int, kind: int, start: int, length: int = 1) -> None:
+        if threading.current_thread().name != "sqlitefair-turn-keeper" or kind != _procqueue._UN or go.is_set():
+            return real_lock(fd, command, kind, start, length)
+        in_unlock.set()
+        go.wait(5)
+        try:
+            real_lock(fd, command, kind, start, length)
+        finally:
+            unlocked.set()
+
+    pool = sqlitefair.connect(tmp_path / "app.db")
+    with pool.transaction() as conn:
+        conn.execute("create table t(v)")
+    procq = pool._state.writer.procq
+    assert procq is not None and procq.held, "alone, the turn is kept (and the keeper watches it)"
+    monkeypatch.setattr(_procqueue, "_lock", held_in_the_keeper)
+    assert in_unlock.wait(5), "the keeper did not come to give the idle turn up"
+    number = procq._fd
+    closer = Worker(pool.close, name="closer")
+    closer.start()
+    closer.join(0.3)  # a close that does not wait for the keeper is done by now
+    spare: list[int] = []  # open() takes the lowest free number: open until the queue's comes back
+    other = os.open(tmp_path / "other", os.O_RDWR | os.O_CREAT, 0o600)
+    while other < number and len(spare) < 64:
+        spare.append(other)
+        other = os.open(tmp_path / "other", os.O_RDWR)
+    try:
+        real_lock(other, _procqueue._SETLK, _procqueue._WR, _procqueue._W, 2)
+        go.set()
+        closer.finish()
+        assert unlocked.wait(5)
+        time.sleep(0.05)  # (the keeper's error handling, if its unlock failed)
+        os.fstat(other)  # still open
+        probe = os.open(tmp_path / "other", os.O_RDWR)
+        try:
+            with pytest.raises(OSError):  # and still locked: another description cannot take it
+                real_lock(probe, _procqueue._SETLK, _procqueue._WR, _procqueue._W, 2)
+        finally:
+            os.close(probe)
+    finally:
+        go.set()
+        for fd in (other, *spare):
+            os.close(fd)

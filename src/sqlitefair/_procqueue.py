@@ -628,9 +628,13 @@ class ProcessQueue:
             helpers, self._helpers = self._helpers, []
         for helper in helpers:
             helper.stop()
-        if self._fd >= 0:
-            self._fd = _closed(self._fd)
-        self.held = False
+        # Under the turn's mutex: the keeper gives an idle turn up under it, on this descriptor.
+        # Closed while the keeper was about to unlock, the number could be another file's by the
+        # time it did (an open() reuses it) and it would unlock (or, failing, close) that file.
+        with self._turn_mutex:
+            if self._fd >= 0:
+                self._fd = _closed(self._fd)
+            self.held = False
 
     def __del__(self) -> None:
         # A pool collected without close(): give the descriptor (and W, if kept) back, and let the
