@@ -318,8 +318,6 @@ class WaitQueue:
         try:
             while True:
                 woken = _park(waiter.parker, deadline, recheck)
-                if woken and waiter.grant is not None:  # the common wake-up: final once written
-                    break  # (a grant is written, under the mutex, before the one wake-up it comes with)
                 with self._mutex:
                     nudged = False
                     if woken:  # this wake-up was the pending one, if it was nudged
