@@ -1,0 +1,358 @@
+"""The module Django loads for ``"ENGINE": "sqlitefair.django"`` (``<ENGINE>.base.DatabaseWrapper``).
+
+Django's SQLite backend with three changes:
+
+* **Writes wait in line.**  A transaction that may write (the outermost
+  ``atomic()`` block, an ORM write in autocommit mode, the first write after
+  ``set_autocommit(False)``) first takes its place in the database's writer
+  :class:`_Gate` (FIFO among this process's threads, and among processes
+  through the cross-process queue), then runs ``BEGIN IMMEDIATE`` with
+  sqlitefair's fair busy policy against writers outside sqlitefair.  The
+  place is given on when the transaction ends (commit, rollback, or the
+  connection closed).  So no two of our connections ever contend in SQLite's
+  busy handler, and no write fails with "database is locked" after reading in
+  a deferred transaction.
+* **Reads do not wait.**  ``SELECT`` outside a transaction runs at once on the
+  thread's own connection, in parallel with other threads and with the writer
+  (WAL).
+* **Production pragmas**: sqlitefair's defaults (``_defaults.PRAGMAS``: WAL,
+  ``synchronous=NORMAL``, ...), overridable with ``OPTIONS["pragmas"]``.
+
+``OPTIONS`` (besides Django's own): ``timeout`` (seconds a write may wait for
+its turn and for the database's lock in total, default 5; also SQLite's busy
+timeout for reads), ``pragmas`` (a dict of overrides, ``None`` drops one),
+``process_queue`` (``False`` turns the cross-process queue off).
+``transaction_mode`` may only be ``"IMMEDIATE"`` (what this backend does).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import threading
+import warnings
+from collections import deque
+from time import monotonic
+from typing import Any, Callable
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db.backends.sqlite3 import base as sqlite_base
+
+from .. import _defaults
+from .._backends import get_backend
+from .._busy import BusyTimeout, FairRetry, retry_while_busy
+from .._errors import ProcessQueueWarning
+from .._fairlock import FairLock, Permit
+from .._interrupts import protected
+from .._opening import check_timeout, merge_pragmas, pragma_sql, uri_file_path
+from .._procqueue import ProcessQueue, QueueTimeout, side_file, unavailable_reason
+from .._waitqueue import LockTimeout
+
+__all__ = ("DatabaseWrapper",)
+
+#: The busy policy against writers outside sqlitefair (ours never meet in SQLite's lock).
+_POLICY = FairRetry()
+
+
+class _Gate:
+    """The writer's line for one database, shared by every Django connection of this process (one
+    per thread): a FIFO lock among threads and, on a file, the cross-process queue among processes.
+
+    Invariant: a connection runs ``BEGIN IMMEDIATE`` only while it holds ``lock`` (and, with
+    ``procq``, this process's turn), and gives them back only after its transaction has ended.
+    """
+
+    def __init__(self, name: str, file: str | None, use_queue: bool) -> None:
+        self.lock = FairLock(barging=_defaults.BARGING_WINDOW)
+        self.procq: ProcessQueue | None = None
+        if file is None or not use_queue:
+            return
+        reason = unavailable_reason(file)
+        if reason is None:
+            queue = ProcessQueue(file, name)
+            try:
+                queue.probe()
+            except OSError as exc:
+                reason = f"its file {side_file(file)!r} cannot be used ({exc.strerror or exc})"
+            else:
+                self.procq = queue
+                return
+        warnings.warn(
+            f"sqlitefair's cross-process writer queue is off for {name!r}: {reason}. Writers in different "
+            "processes are ordered by the busy policy alone. Set OPTIONS['process_queue'] = False to "
+            "silence this.",
+            ProcessQueueWarning,
+            stacklevel=2,
+        )
+
+
+_gates: dict[tuple[str, bool], _Gate] = {}
+_gates_lock = threading.Lock()
+
+
+def _gate(key: str, file: str | None, use_queue: bool) -> _Gate:
+    gate = _gates.get((key, use_queue))
+    if gate is None:
+        with _gates_lock:
+            gate = _gates.get((key, use_queue))
+            if gate is None:
+                gate = _gates[(key, use_queue)] = _Gate(key, file, use_queue)
+    return gate
+
+
+def _forget_gates() -> None:
+    """In a fork child: the parent's gates may be held by threads that do not exist here."""
+    global _gates_lock
+    _gates.clear()
+    _gates_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_gates)
+
+
+class _Turn(Permit):
+    """One connection's hold on its gate (the writer lock's record of its holder)."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        super().__init__(0, 0.0)
+
+
+_FIRST_WORD = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*(\w*)", re.S)
+_WRITE_WORD = re.compile(r"\b(?:INSERT|UPDATE|DELETE|REPLACE)\b", re.I)
+_READS = frozenset({"SELECT", "EXPLAIN", "PRAGMA", "VALUES"})
+_CONTROL = frozenset({"BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE"})
+
+
+def may_write(sql: str) -> bool:
+    """Whether ``sql`` may write (so, outside a transaction, must wait for its turn): anything but
+    a read (``SELECT``, ``EXPLAIN``, ``PRAGMA``, ``VALUES``, a ``WITH`` without a write in it) or
+    transaction control, which is left to SQLite as written."""
+    match = _FIRST_WORD.match(sql)
+    word = match.group(1).upper() if match else ""
+    if word in _READS or word in _CONTROL:
+        return False
+    if word == "WITH":
+        return _WRITE_WORD.search(sql) is not None
+    return True
+
+
+class SqlitefairCursorWrapper(sqlite_base.SQLiteCursorWrapper):
+    """Django's cursor; a write outside a transaction first takes the connection's turn.
+
+    In autocommit mode the statement runs in a transaction of its own (``BEGIN IMMEDIATE``,
+    the statement, ``COMMIT``); rows it returns (``INSERT ... RETURNING``) are read before the
+    ``COMMIT`` and served from here."""
+
+    _sf_db: DatabaseWrapper
+    _sf_rows: deque[Any] | None = None
+
+    def execute(self, query: str, params: Any = None) -> Any:
+        self._sf_rows = None
+        db = self._sf_db
+        if db.connection.in_transaction or not may_write(query):
+            return super().execute(query, params)
+        return db._sf_write(self, lambda: super(SqlitefairCursorWrapper, self).execute(query, params))
+
+    def executemany(self, query: str, param_list: Any) -> Any:
+        self._sf_rows = None
+        db = self._sf_db
+        if db.connection.in_transaction or not may_write(query):
+            return super().executemany(query, param_list)
+        return db._sf_write(self, lambda: super(SqlitefairCursorWrapper, self).executemany(query, param_list))
+
+    def fetchone(self) -> Any:
+        rows = self._sf_rows
+        if rows is None:
+            return super().fetchone()
+        return rows.popleft() if rows else None
+
+    def fetchmany(self, size: int | None = None) -> list[Any]:
+        rows = self._sf_rows
+        if rows is None:
+            return super().fetchmany(self.arraysize if size is None else size)
+        return [rows.popleft() for _ in range(min(len(rows), self.arraysize if size is None else size))]
+
+    def fetchall(self) -> list[Any]:
+        rows = self._sf_rows
+        if rows is None:
+            return super().fetchall()
+        out = list(rows)
+        rows.clear()
+        return out
+
+    def __iter__(self) -> Any:
+        return self
+
+    def __next__(self) -> Any:
+        rows = self._sf_rows
+        if rows is None:
+            return super().__next__()
+        if not rows:
+            raise StopIteration
+        return rows.popleft()
+
+
+class DatabaseWrapper(sqlite_base.DatabaseWrapper):
+    """Django's SQLite ``DatabaseWrapper`` whose writing transactions wait in sqlitefair's line."""
+
+    display_name = "SQLite (sqlitefair)"
+
+    _sf_held: tuple[_Gate, _Turn] | None = None
+
+    def get_connection_params(self) -> dict[str, Any]:
+        kwargs = super().get_connection_params()  # (validates and removes transaction_mode)
+        if self.transaction_mode not in (None, "IMMEDIATE"):
+            raise ImproperlyConfigured(
+                f"settings.DATABASES[{self.alias!r}]['OPTIONS']['transaction_mode'] is "
+                f"{self.transaction_mode!r}; the sqlitefair backend starts every writing transaction with "
+                "BEGIN IMMEDIATE after its turn in the writer queue. Remove the option (or set 'IMMEDIATE')."
+            )
+        self.transaction_mode = "IMMEDIATE"
+        try:
+            self._sf_pragmas = merge_pragmas(kwargs.pop("pragmas", None))
+            self._sf_timeout = check_timeout(kwargs.pop("timeout", _defaults.TIMEOUT))
+        except Exception as exc:
+            raise ImproperlyConfigured(f"settings.DATABASES[{self.alias!r}]['OPTIONS']: {exc}") from exc
+        use_queue = kwargs.pop("process_queue", True)
+        if not isinstance(use_queue, bool):
+            raise ImproperlyConfigured(
+                f"settings.DATABASES[{self.alias!r}]['OPTIONS']['process_queue'] must be True or False, got {use_queue!r}"
+            )
+        # SQLite's own busy handler serves the rare BUSY of a read; writes retry BEGIN themselves.
+        kwargs["timeout"] = 1e6 if self._sf_timeout is None else self._sf_timeout
+        name = str(kwargs["database"])
+        if self.is_in_memory_db():
+            file = None
+        elif name.startswith("file:"):
+            file = os.path.realpath(uri_file_path(name))
+        else:
+            file = os.path.realpath(name)
+        self._sf_gate_args = (file or name, file, use_queue)
+        return kwargs
+
+    def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
+        conn = super().get_new_connection(conn_params)
+        self._sf_busy_ms = int(conn_params["timeout"] * 1000)
+        for pragma, value in self._sf_pragmas.items():
+            conn.execute(pragma_sql(pragma, value))
+        return conn
+
+    def create_cursor(self, name: str | None = None) -> Any:
+        cursor = self.connection.cursor(factory=SqlitefairCursorWrapper)
+        cursor._sf_db = self
+        return cursor
+
+    # -- the turn ----------------------------------------------------------------
+
+    def _start_transaction_under_autocommit(self) -> None:
+        """The outermost ``atomic()`` block: its turn, then ``BEGIN IMMEDIATE`` (errors as Django's)."""
+        with self.wrap_database_errors:
+            self._sf_begin()
+
+    @protected
+    def _sf_begin(self) -> None:
+        """Wait for this connection's turn to write, then ``BEGIN IMMEDIATE`` (retried with the fair
+        busy policy while a writer outside sqlitefair holds the database's lock)."""
+        gate = _gate(*self._sf_gate_args)
+        timeout = self._sf_timeout
+        start = monotonic()
+        deadline = None if timeout is None else start + timeout
+        turn = _Turn()
+        try:
+            gate.lock.acquire(timeout, permit=turn, now=start)
+        except LockTimeout as exc:
+            raise self._sf_timeout_error(f"{exc.statistics.waiting} other connections of this process waiting", start) from None
+        try:
+            if gate.procq is not None:
+                try:
+                    gate.procq.enter(turn.since, deadline)
+                except QueueTimeout:
+                    raise self._sf_timeout_error("other processes' writers ahead in the queue", start) from None
+            conn = self.connection
+            conn.execute("PRAGMA busy_timeout = 0")
+            try:
+                retry_while_busy(lambda: conn.execute("BEGIN IMMEDIATE"), _is_busy, _POLICY, deadline)
+            except BusyTimeout:
+                raise self._sf_timeout_error("a writer outside sqlitefair held the database's lock", start) from None
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {self._sf_busy_ms}")
+            self._sf_held = (gate, turn)
+        except BaseException:
+            if gate.procq is not None:
+                gate.procq.abandon()
+            gate.lock.release(turn)
+            raise
+
+    def _sf_timeout_error(self, why: str, start: float) -> sqlite3.OperationalError:
+        return self.Database.OperationalError(
+            f"database is locked: sqlitefair waited {monotonic() - start:.3f} s for a turn to write to "
+            f"{self.settings_dict['NAME']!r} ({why}), the OPTIONS['timeout'] of {self._sf_timeout} s. Keep "
+            "write transactions short, or raise the timeout."
+        )
+
+    @protected
+    def _sf_end(self, committed: bool) -> None:
+        """Give the turn on once the transaction has ended (a COMMIT that failed leaves it open:
+        the rollback that follows gives it)."""
+        held = self._sf_held
+        if held is None:
+            return
+        conn = self.connection
+        if conn is not None and committed and conn.in_transaction:
+            return
+        self._sf_held = None
+        gate, turn = held
+        if gate.procq is not None:
+            if committed:
+                gate.procq.leave(monotonic(), gate.lock.has_waiters())
+            else:
+                gate.procq.abandon()
+        gate.lock.release(turn)
+
+    def _sf_write(self, cursor: SqlitefairCursorWrapper, run: Callable[[], Any]) -> Any:
+        """A write outside a transaction: in its own transaction (autocommit), or the start of the
+        one ``set_autocommit(False)`` asked for (it then ends at commit() or rollback())."""
+        autocommit = self.get_autocommit()
+        self._sf_begin()
+        try:
+            result = run()
+            if autocommit and cursor.description is not None:  # RETURNING: rows before the COMMIT
+                cursor._sf_rows = deque(sqlite3.Cursor.fetchall(cursor))
+            if autocommit:
+                self.connection.commit()
+        except BaseException:
+            if autocommit:
+                try:
+                    self.connection.rollback()
+                finally:
+                    self._sf_end(committed=False)
+            raise
+        if autocommit:
+            self._sf_end(committed=True)
+        return result
+
+    # -- where transactions end ----------------------------------------------------
+
+    def _commit(self) -> None:
+        try:
+            super()._commit()
+        finally:
+            self._sf_end(committed=True)
+
+    def _rollback(self) -> None:
+        try:
+            super()._rollback()
+        finally:
+            self._sf_end(committed=False)
+
+    def _close(self) -> None:
+        try:
+            super()._close()
+        finally:
+            self._sf_end(committed=False)
+
+
+_is_busy = get_backend("sqlite3").is_busy
