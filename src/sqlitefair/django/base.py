@@ -198,7 +198,7 @@ class SqlitefairCursorWrapper(sqlite_base.SQLiteCursorWrapper):
 class DatabaseWrapper(sqlite_base.DatabaseWrapper):
     """Django's SQLite ``DatabaseWrapper`` whose writing transactions wait in sqlitefair's line."""
 
-    display_name = "SQLite (sqlitefair)"
+    display_name = "SQLite"  # (Django's messages name the database: "SQLite 3.31 or later is required")
 
     _sf_held: tuple[_Gate, _Turn] | None = None
 
@@ -248,14 +248,18 @@ class DatabaseWrapper(sqlite_base.DatabaseWrapper):
     # -- the turn ----------------------------------------------------------------
 
     def _start_transaction_under_autocommit(self) -> None:
-        """The outermost ``atomic()`` block: its turn, then ``BEGIN IMMEDIATE`` (errors as Django's)."""
+        """The outermost ``atomic()`` block: its turn, then ``BEGIN IMMEDIATE``, run through a cursor
+        as Django's backend runs its ``BEGIN`` (in ``connection.queries``, counted by
+        ``assertNumQueries``, its errors Django's)."""
         with self.wrap_database_errors:
-            self._sf_begin()
+            self._sf_begin(logged=True)
 
     @protected
-    def _sf_begin(self) -> None:
+    def _sf_begin(self, logged: bool = False) -> None:
         """Wait for this connection's turn to write, then ``BEGIN IMMEDIATE`` (retried with the fair
-        busy policy while a writer outside sqlitefair holds the database's lock)."""
+        busy policy while a writer outside sqlitefair holds the database's lock); ``logged``:
+        through a Django cursor (else on the connection itself, unseen, like an autocommit write's
+        own transaction in Django's backend)."""
         gate = _gate(*self._sf_gate_args)
         timeout = self._sf_timeout
         start = monotonic()
@@ -274,7 +278,11 @@ class DatabaseWrapper(sqlite_base.DatabaseWrapper):
             conn = self.connection
             conn.execute("PRAGMA busy_timeout = 0")
             try:
-                retry_while_busy(lambda: conn.execute("BEGIN IMMEDIATE"), _is_busy, _POLICY, deadline)
+                if logged:
+                    cursor = self.cursor()
+                    retry_while_busy(lambda: cursor.execute("BEGIN IMMEDIATE"), _is_busy, _POLICY, deadline)
+                else:
+                    retry_while_busy(lambda: conn.execute("BEGIN IMMEDIATE"), _is_busy, _POLICY, deadline)
             except BusyTimeout:
                 raise self._sf_timeout_error("a writer outside sqlitefair held the database's lock", start) from None
             finally:
@@ -355,4 +363,9 @@ class DatabaseWrapper(sqlite_base.DatabaseWrapper):
             self._sf_end(committed=False)
 
 
-_is_busy = get_backend("sqlite3").is_busy
+_sqlite3_is_busy = get_backend("sqlite3").is_busy
+
+
+def _is_busy(exc: BaseException) -> bool:
+    """SQLITE_BUSY, raised by sqlite3 or wrapped by Django (its error's cause is sqlite3's)."""
+    return _sqlite3_is_busy(exc) or (exc.__cause__ is not None and _sqlite3_is_busy(exc.__cause__))
