@@ -1,4 +1,4 @@
-"""The example web apps on real servers: gunicorn (gthread) for Flask, uvicorn for Starlette.
+"""The example web apps on real servers: gunicorn (gthread) for Flask and Django, uvicorn for Starlette.
 
 Each test starts the server on a free loopback port in its own process group,
 sends concurrent requests from threads, always kills the group at the end,
@@ -58,6 +58,14 @@ def server_command(app: str, port: int) -> list[str]:
             "--workers", "2", "--worker-class", "gthread", "--threads", "4",
             "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "3", *gunicorn_extra_args(), "app:app",
         ]
+    if app == "django":
+        require("django", "gunicorn")
+        return [
+            sys.executable, "-m", "gunicorn", "--chdir", str(EXAMPLES / "django_app"),
+            "--workers", "2", "--worker-class", "gthread", "--threads", "4",
+            "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "3", *gunicorn_extra_args(),
+            "exampleproject.wsgi:application",
+        ]
     require("starlette", "uvicorn")
     return [
         # serve.py: uvicorn's command line, with TCP_NODELAY kept on for --workers (see the file).
@@ -94,6 +102,9 @@ def serve(app: str, mode: str, folder: Path) -> Iterator[int]:
     command = server_command(app, port)
     env = {**os.environ, "EXAMPLE_DB": str(folder / f"{app}-{mode}.db"), "EXAMPLE_DB_MODE": mode}
     log_path = folder / f"{app}-{mode}.log"
+    if app == "django":  # the schema and the seed data, as a deployment would make them
+        for step in (["migrate", "--noinput", "-v", "0"], ["seed"]):
+            subprocess.run([sys.executable, "manage.py", *step], cwd=EXAMPLES / "django_app", env=env, check=True, timeout=60)
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -163,8 +174,11 @@ def check_consistent(port: int, results: list[tuple[str, int, Any]]) -> None:
         assert status == 200 and item["seq"] == body["seq"]
 
 
-@pytest.mark.parametrize("mode", ["sqlitefair", "sqlitefair-write"])
-@pytest.mark.parametrize("app", ["flask", "starlette"])
+@pytest.mark.parametrize(
+    ("app", "mode"),
+    [("flask", "sqlitefair"), ("flask", "sqlitefair-write"), ("starlette", "sqlitefair"), ("starlette", "sqlitefair-write"),
+     ("django", "sqlitefair")],
+)
 def test_sqlitefair_mode_serves_concurrent_requests_without_errors(app: str, mode: str, tmp_path: Path) -> None:
     with serve(app, mode, tmp_path) as port:
         results = hammer(port)
@@ -174,10 +188,10 @@ def test_sqlitefair_mode_serves_concurrent_requests_without_errors(app: str, mod
         check_consistent(port, results)
 
 
-@pytest.mark.parametrize("app", ["flask", "starlette"])
-def test_plain_mode_runs_and_keeps_data_consistent(app: str, tmp_path: Path) -> None:
-    """The baseline may refuse writes ("database is locked", 503) but must not corrupt anything."""
-    with serve(app, "plain", tmp_path) as port:
+@pytest.mark.parametrize(("app", "mode"), [("flask", "plain"), ("starlette", "plain"), ("django", "plain"), ("django", "immediate")])
+def test_plain_mode_runs_and_keeps_data_consistent(app: str, mode: str, tmp_path: Path) -> None:
+    """The baselines may refuse writes ("database is locked", 503) but must not corrupt anything."""
+    with serve(app, mode, tmp_path) as port:
         results = hammer(port)
         unexpected = [(k, s, b) for k, s, b in results if s not in (200, 201) and not (s == 503 and k in ("create", "transfer"))]
         assert unexpected == []
