@@ -48,14 +48,24 @@ EXAMPLES = ROOT / "examples"
 DOCS = ROOT / "docs" / "http-load.md"
 START_MARK = "<!-- http-load results: start (written by benchmarks/http_load.py) -->"
 END_MARK = "<!-- http-load results: end -->"
-APPS = ("flask", "starlette")
+APPS = ("flask", "starlette", "django")
 MODES = ("plain", "sqlitefair", "sqlitefair-write")
 #: Also accepted by --modes: the pool with the cross-process queue off (process_queue=False).
 EXTRA_MODES = ("sqlitefair-noqueue",)
+#: The modes each app has (examples/django_app: Django's defaults, Django's IMMEDIATE mode, and
+#: ENGINE "sqlitefair.django"); --modes picks among them.
+APP_MODES = {
+    "flask": MODES + EXTRA_MODES,
+    "starlette": MODES + EXTRA_MODES,
+    "django": ("plain", "immediate", "sqlitefair"),
+}
+DEFAULT_MODES = {"flask": MODES, "starlette": MODES, "django": APP_MODES["django"]}
 WORKERS = 2
 
 
 def server_label(app: str, workers: int = WORKERS) -> str:
+    if app == "django":
+        return f"Django (examples/django_app) on gunicorn (gthread, {workers} workers x 8 threads)"
     if app == "flask":
         return f"Flask on gunicorn (gthread, {workers} workers x 8 threads)"
     return f"Starlette on uvicorn ({workers} workers)"
@@ -139,13 +149,14 @@ def get_json(port: int, path: str) -> tuple[int, Any]:
 
 
 def server_command(python: str, app: str, port: int, workers: int = WORKERS) -> list[str]:
-    if app == "flask":
+    if app in ("flask", "django"):
         help_text = subprocess.run([python, "-m", "gunicorn", "--help"], capture_output=True, text=True, timeout=60).stdout
         extra = ["--no-control-socket"] if "--no-control-socket" in help_text else []
+        folder, target = ("flask_app", "app:app") if app == "flask" else ("django_app", "exampleproject.wsgi:application")
         return [
-            python, "-m", "gunicorn", "--chdir", str(EXAMPLES / "flask_app"),
+            python, "-m", "gunicorn", "--chdir", str(EXAMPLES / folder),
             "--workers", str(workers), "--worker-class", "gthread", "--threads", "8",
-            "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "3", "--log-level", "warning", *extra, "app:app",
+            "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "3", "--log-level", "warning", *extra, target,
         ]
     return [
         # serve.py: uvicorn's command line, with TCP_NODELAY kept on for --workers (see the file).
@@ -163,6 +174,9 @@ def running_server(
     port = free_port()
     env = {**os.environ, "EXAMPLE_DB": str(folder / f"{app}-{mode}.db"), "EXAMPLE_DB_MODE": mode}
     log_path = folder / f"{app}-{mode}.log"
+    if app == "django":  # the schema and the seed data first, as a deployment makes them
+        for step in (["migrate", "--noinput", "-v", "0"], ["seed"]):
+            subprocess.run([python, "manage.py", *step], cwd=EXAMPLES / "django_app", env=env, check=True, timeout=120)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             server_command(python, app, port, workers), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -239,7 +253,7 @@ def server_packages(python: str) -> dict[str, str]:
     code = (
         "import json, importlib.metadata as m\n"
         "out = {}\n"
-        "for name in ('flask', 'gunicorn', 'starlette', 'uvicorn', 'sqlitefair'):\n"
+        "for name in ('flask', 'gunicorn', 'starlette', 'uvicorn', 'django', 'sqlitefair'):\n"
         "    try: out[name] = m.version(name)\n"
         "    except m.PackageNotFoundError: pass\n"
         "print(json.dumps(out))"
@@ -283,13 +297,14 @@ def markdown(result: dict[str, Any]) -> str:
         lines += [f"**{server_label(app, cfg.get('workers', WORKERS))}**", ""]
         header = "| connections |"
         rule = "|---:|"
-        for mode in cfg["modes"]:
+        app_modes = [m for m in cfg["modes"] if (app, m, cfg["concurrency"][0]) in summary]
+        for mode in app_modes:
             header += f" {mode}: req/s | {mode}: errors | {mode}: p50 / p95 / p99 ms |"
             rule += "---:|---:|---:|"
         lines += [header, rule]
         for concurrency in cfg["concurrency"]:
             line = f"| {concurrency} |"
-            for mode in cfg["modes"]:
+            for mode in app_modes:
                 r = summary.get((app, mode, concurrency))
                 if r is None:
                     line += " – | – | – |"
@@ -331,10 +346,11 @@ def write_docs(path: Path, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--apps", default=",".join(APPS), help="comma-separated: flask,starlette")
-    parser.add_argument("--modes", default=",".join(MODES),
-                        help="comma-separated: plain,sqlitefair,sqlitefair-write (also: sqlitefair-noqueue, the pool "
-                        "without the cross-process queue)")
+    parser.add_argument("--apps", default="flask,starlette", help="comma-separated: flask,starlette,django")
+    parser.add_argument("--modes", default="",
+                        help="comma-separated, among each app's: plain,sqlitefair,sqlitefair-write (also: sqlitefair-noqueue, "
+                        "the pool without the cross-process queue) for Flask and Starlette; plain,immediate,sqlitefair for "
+                        "Django (default: each app's comparison set)")
     parser.add_argument("--workers", type=int, default=WORKERS, help=f"server worker processes (default {WORKERS})")
     parser.add_argument("--concurrency", default="1,2,4,8,16,32", help="connections per cell, comma-separated")
     parser.add_argument("--duration", type=int, default=5, help="whole seconds per cell (default 5)")
@@ -349,23 +365,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.concurrency, args.duration, args.repeats, args.warmup = "1,8", 1, 1, 0
     apps = [a for a in args.apps.split(",") if a]
-    modes = [m for m in args.modes.split(",") if m]
+    asked = [m for m in args.modes.split(",") if m]
     concurrency = [int(c) for c in args.concurrency.split(",") if c]
-    if not set(apps) <= set(APPS) or not set(modes) <= set(MODES + EXTRA_MODES) or min(concurrency) < 1 or args.workers < 1:
-        parser.error("unknown app or mode, or a concurrency or worker count below 1")
+    if not set(apps) <= set(APPS) or not set(asked) <= {m for a in apps for m in APP_MODES[a]} or min(concurrency) < 1 or args.workers < 1:
+        parser.error("unknown app or mode (for the apps asked), or a concurrency or worker count below 1")
+    modes_of = {a: [m for m in (asked or DEFAULT_MODES[a]) if m in APP_MODES[a]] for a in apps}
+    modes = list(dict.fromkeys(m for a in apps for m in modes_of[a]))
     if not 0 <= args.write_ratio <= 1 or args.duration <= 0 or args.repeats < 1:
         parser.error("bad --write-ratio, --duration or --repeats")
     if shutil.which("wrk") is None:
         print("wrk not found: install it (Debian/Ubuntu: apt-get install wrk; macOS: brew install wrk)", file=sys.stderr)
         return 2
     packages = server_packages(args.python)
-    missing = [p for p in ("flask", "gunicorn", "starlette", "uvicorn") if p not in packages]
+    needed = {"flask": ("flask", "gunicorn"), "starlette": ("starlette", "uvicorn"), "django": ("django", "gunicorn")}
+    missing = sorted({p for a in apps for p in needed[a] if p not in packages})
     if missing:
-        print(f"{', '.join(missing)} missing for {args.python}: pip install 'sqlitefair[web]'", file=sys.stderr)
+        print(f"{', '.join(missing)} missing for {args.python}: pip install 'sqlitefair[web,django]'", file=sys.stderr)
         return 2
     wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
     wrk_version = " ".join(wrk_version.split()[:2])
-    total = len(apps) * len(modes) * args.repeats * (len(concurrency) * args.duration + args.warmup + 4)
+    total = sum(len(modes_of[a]) for a in apps) * args.repeats * (len(concurrency) * args.duration + args.warmup + 4)
     print(f"about {total / 60:.0f} min: {apps} x {modes} x {concurrency} connections x {args.repeats} repeat(s)", file=sys.stderr)
 
     runs: list[dict[str, Any]] = []
@@ -377,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         script.write_text(WRK_SCRIPT)
         for repeat in range(args.repeats):
             for app in apps:
-                for mode in modes:
+                for mode in modes_of[app]:
                     run_dir = folder / f"{repeat}-{app}-{mode}"
                     run_dir.mkdir()
                     with running_server(args.python, app, mode, run_dir, args.workers) as (port, health):

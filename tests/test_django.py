@@ -301,3 +301,49 @@ def test_sqlitefair_pragmas_are_set() -> None:
 )
 def test_which_statements_wait_for_a_turn(sql: str, writes: bool) -> None:
     assert backend.may_write(sql) is writes
+
+
+DJANGO_WRITER = """
+import sys, time
+import django
+from django.conf import settings
+path, name, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
+settings.configure(DATABASES={"default": {"ENGINE": "sqlitefair.django", "NAME": path, "OPTIONS": {"timeout": timeout}}})
+django.setup()
+from django.db import connection, transaction
+connection.ensure_connection()
+print("asking", flush=True)
+with transaction.atomic():
+    with connection.cursor() as c:
+        c.execute("insert into served(who) values (%s)", [name])
+    print("got", time.monotonic(), flush=True)
+    sys.stdin.readline()            # hold the writer until told
+print("done", flush=True)
+"""
+
+
+def test_django_processes_and_pools_share_one_line_across_processes(tmp_path: Path) -> None:
+    """Django processes on sqlitefair.django and processes with a sqlitefair pool, queued one
+    after the other behind a holder, are served in that order: one cross-process queue."""
+    queue = pytest.importorskip("test_process_queue")
+    db = tmp_path / "app.db"
+    import sqlitefair
+
+    with sqlitefair.connect(db) as pool, pool.transaction() as conn:
+        conn.execute("create table served(n integer primary key, who text)")
+    holder = queue.Writer(db, "holder")
+    holder.got()
+    waiters = []
+    try:
+        for i in range(4):
+            script = DJANGO_WRITER if i % 2 == 0 else queue.WRITER
+            waiters.append(queue.queue_up(db, f"{'django' if i % 2 == 0 else 'pool'}{i}", script=script))
+            time.sleep(0.02)
+        holder.release()
+        for w in waiters:
+            w.got()
+            w.release()
+    finally:
+        for w in [holder, *waiters]:
+            w.close()
+    assert queue.served(db) == ["holder", "django0", "pool1", "django2", "pool3"]

@@ -58,11 +58,12 @@ WRITER = textwrap.dedent(
 class Writer:
     """A process that asks for the writer, reports ``got``, and holds it until :meth:`release`."""
 
-    def __init__(self, path: Path, name: str, timeout: float = 30.0) -> None:
+    def __init__(self, path: Path, name: str, timeout: float = 30.0, script: str = WRITER) -> None:
+        """``script``: the program that does the above (a sqlitefair pool's, unless given)."""
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
         self.name = name
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(path), name, str(timeout)],
+            [sys.executable, "-c", script, str(path), name, str(timeout)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
         )
         assert self.line() == "asking"
@@ -113,10 +114,10 @@ def tickets(path: Path) -> int:
     return struct.unpack("<Q", data.ljust(8, b"\0"))[0]
 
 
-def queue_up(path: Path, name: str, timeout: float = 30.0) -> Writer:
+def queue_up(path: Path, name: str, timeout: float = 30.0, script: str = WRITER) -> Writer:
     """Start a writer and wait until it has taken its ticket (it waits in the queue now)."""
     before = tickets(path)
-    writer = Writer(path, name, timeout)
+    writer = Writer(path, name, timeout, script)
     deadline = time.monotonic() + 20
     while tickets(path) == before:
         assert time.monotonic() < deadline, f"{name} never queued across processes"

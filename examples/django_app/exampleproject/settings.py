@@ -4,8 +4,8 @@
   in sqlitefair's FIFO writer line (threads and worker processes), then ``BEGIN IMMEDIATE``;
   reads in parallel; WAL and sqlitefair's other pragmas.
 * ``immediate``: Django's own SQLite backend with ``"transaction_mode": "IMMEDIATE"`` (Django
-  5.1+), WAL and ``synchronous=NORMAL`` set by ``init_command``: what Django's documentation
-  suggests against "database is locked"; writers wait in SQLite's busy handler.
+  5.1+) and sqlitefair's pragmas set by ``init_command``: docs/web.md's settings for Django's
+  backend; writers wait in SQLite's busy handler.
 * ``plain``: Django's own SQLite backend with its defaults (deferred transactions,
   rollback journal): a read-then-write transaction fails with "database is locked" when
   another connection writes first.
@@ -33,7 +33,14 @@ elif MODE == "immediate":
         "OPTIONS": {
             "transaction_mode": "IMMEDIATE",
             "timeout": 5,
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+            "init_command": (  # docs/web.md's: sqlitefair's default pragmas
+                "PRAGMA journal_mode=WAL;"
+                "PRAGMA synchronous=NORMAL;"
+                "PRAGMA foreign_keys=ON;"
+                "PRAGMA journal_size_limit=67108864;"
+                "PRAGMA mmap_size=134217728;"
+                "PRAGMA cache_size=2000;"
+            ),
         },
     }
 elif MODE == "plain":

@@ -33,6 +33,7 @@ import sqlite3
 import threading
 import warnings
 from collections import deque
+from functools import lru_cache
 from time import monotonic
 from typing import Any, Callable
 
@@ -126,6 +127,7 @@ _READS = frozenset({"SELECT", "EXPLAIN", "PRAGMA", "VALUES"})
 _CONTROL = frozenset({"BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE"})
 
 
+@lru_cache(maxsize=1024)  # an ORM sends the same few statements again and again
 def may_write(sql: str) -> bool:
     """Whether ``sql`` may write (so, outside a transaction, must wait for its turn): anything but
     a read (``SELECT``, ``EXPLAIN``, ``PRAGMA``, ``VALUES``, a ``WITH`` without a write in it) or
