@@ -12,11 +12,11 @@ The signals go to the subprocess, never to pytest's own process.
 from __future__ import annotations
 
 import json
-import signal
-import threading
 import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,52 @@ def test_an_interrupt_landing_in_a_weakref_callback_is_deferred_not_swallowed(tm
         assert _interrupts._deferred
         with pytest.raises(KeyboardInterrupt):
             _interrupts.raise_if_deferred()
+    finally:
+        pool.close()
+
+
+def test_an_interrupt_landing_in_a_collected_process_queue_is_deferred_not_swallowed(tmp_path: Path) -> None:
+    """The interpreter swallows an exception raised in ``__del__`` too: a Ctrl-C landing while the
+    garbage collector closes a pool's cross-process queue (seen once in CI on 3.13t, at the queue's
+    turn mutex) would be lost and leave the descriptor open.  Deferred, it comes right after."""
+    from sqlitefair import _interrupts, _procqueue
+
+    path = str(tmp_path / "app.db")
+    if _procqueue.unavailable_reason(path) is not None:
+        pytest.skip("the cross-process queue needs Linux open-file-description locks")
+    pool = sqlitefair.connect(tmp_path / "app.db")
+    try:
+        assert _interrupts.signal_protection_active()
+        queue = _procqueue.ProcessQueue(path, "app.db")
+        queue.probe()
+        fd = queue._fd
+        frames: list[object] = []
+
+        def the_frame_of_close() -> None:
+            frames.append(sys._getframe(1))
+            raise _Done
+
+        class _Done(Exception):
+            pass
+
+        queue._closed = True  # (no helpers to stop)
+        original = _procqueue._closed
+        try:
+            _procqueue._closed = lambda fd: (the_frame_of_close(), original(fd))[1]  # type: ignore[assignment]
+            try:
+                queue.__del__()
+            except _Done:
+                pass
+        finally:
+            _procqueue._closed = original  # type: ignore[assignment]
+        try:
+            _interrupts._handler(signal.SIGINT, frames[0])  # type: ignore[arg-type]  # as if it landed in close()
+        except KeyboardInterrupt:
+            pytest.fail("the interrupt was raised inside ProcessQueue.__del__, where it would be swallowed")
+        assert _interrupts._deferred
+        with pytest.raises(KeyboardInterrupt):
+            _interrupts.raise_if_deferred()
+        os.close(fd)
     finally:
         pool.close()
 

@@ -636,6 +636,7 @@ class ProcessQueue:
                 self._fd = _closed(self._fd)
             self.held = False
 
+    @protected  # the interpreter swallows what __del__ raises: a Ctrl-C landing here is deferred
     def __del__(self) -> None:
         # A pool collected without close(): give the descriptor (and W, if kept) back, and let the
         # threads go.  Not in a fork child: the number there is no longer ours (_close_inherited).
