@@ -45,6 +45,7 @@ from .._backends import get_backend
 from .._busy import BusyTimeout, FairRetry, retry_while_busy
 from .._errors import ProcessQueueWarning
 from .._fairlock import FairLock, Permit
+from .. import _interrupts
 from .._interrupts import protected
 from .._opening import check_timeout, merge_pragmas, pragma_sql, uri_file_path
 from .._procqueue import ProcessQueue, QueueTimeout, side_file, unavailable_reason
@@ -124,16 +125,22 @@ class _Turn(Permit):
 _FIRST_WORD = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*(\w*)", re.S)
 _WRITE_WORD = re.compile(r"\b(?:INSERT|UPDATE|DELETE|REPLACE)\b", re.I)
 _READS = frozenset({"SELECT", "EXPLAIN", "PRAGMA", "VALUES"})
-_CONTROL = frozenset({"BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE"})
+_CONTROL = frozenset({"BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE", "ATTACH", "DETACH"})
+#: Writes that SQLite refuses inside a transaction: they take the turn, but run without BEGIN.
+_OUTSIDE = frozenset({"VACUUM"})
+
+
+def first_word(sql: str) -> str:
+    match = _FIRST_WORD.match(sql)
+    return match.group(1).upper() if match else ""
 
 
 @lru_cache(maxsize=1024)  # an ORM sends the same few statements again and again
 def may_write(sql: str) -> bool:
     """Whether ``sql`` may write (so, outside a transaction, must wait for its turn): anything but
     a read (``SELECT``, ``EXPLAIN``, ``PRAGMA``, ``VALUES``, a ``WITH`` without a write in it) or
-    transaction control, which is left to SQLite as written."""
-    match = _FIRST_WORD.match(sql)
-    word = match.group(1).upper() if match else ""
+    transaction control (and ``ATTACH``/``DETACH``), which is left to SQLite as written."""
+    word = first_word(sql)
     if word in _READS or word in _CONTROL:
         return False
     if word == "WITH":
@@ -151,19 +158,34 @@ class SqlitefairCursorWrapper(sqlite_base.SQLiteCursorWrapper):
     _sf_db: DatabaseWrapper
     _sf_rows: deque[Any] | None = None
 
+    # A connection that holds its turn (``_sf_held``) runs every statement directly, also after
+    # SQLite ended its transaction under it (INSERT OR ROLLBACK, RAISE(ROLLBACK), a full disk):
+    # waiting for the turn again would wait for itself.
+
     def execute(self, query: str, params: Any = None) -> Any:
         self._sf_rows = None
         db = self._sf_db
-        if db.connection.in_transaction or not may_write(query):
+        if db._sf_held is not None or db.connection.in_transaction or not may_write(query):
             return super().execute(query, params)
+        if first_word(query) in _OUTSIDE:
+            return db._sf_turn_only(lambda: super(SqlitefairCursorWrapper, self).execute(query, params))
         return db._sf_write(self, lambda: super(SqlitefairCursorWrapper, self).execute(query, params))
 
     def executemany(self, query: str, param_list: Any) -> Any:
         self._sf_rows = None
         db = self._sf_db
-        if db.connection.in_transaction or not may_write(query):
+        if db._sf_held is not None or db.connection.in_transaction or not may_write(query):
             return super().executemany(query, param_list)
         return db._sf_write(self, lambda: super(SqlitefairCursorWrapper, self).executemany(query, param_list))
+
+    def executescript(self, script: str) -> Any:
+        """A script commits any open transaction and runs its statements as they are written: it
+        runs in the connection's turn (taken for it outside a transaction), without a BEGIN."""
+        self._sf_rows = None
+        db = self._sf_db
+        if db._sf_held is not None:
+            return super().executescript(script)
+        return db._sf_turn_only(lambda: super(SqlitefairCursorWrapper, self).executescript(script))
 
     def fetchone(self) -> Any:
         rows = self._sf_rows
@@ -226,8 +248,11 @@ class DatabaseWrapper(sqlite_base.DatabaseWrapper):
         # SQLite's own busy handler serves the rare BUSY of a read; writes retry BEGIN themselves.
         kwargs["timeout"] = 1e6 if self._sf_timeout is None else self._sf_timeout
         name = str(kwargs["database"])
+        self._sf_private_gate: _Gate | None = None
         if self.is_in_memory_db():
             file = None
+            if "cache=shared" not in name:  # a database of this connection alone: a line of its own
+                self._sf_private_gate = _Gate(name, None, False)
         elif name.startswith("file:"):
             file = os.path.realpath(uri_file_path(name))
         else:
@@ -240,6 +265,10 @@ class DatabaseWrapper(sqlite_base.DatabaseWrapper):
         self._sf_busy_ms = int(conn_params["timeout"] * 1000)
         for pragma, value in self._sf_pragmas.items():
             conn.execute(pragma_sql(pragma, value))
+        for init_command in self.init_commands:  # OPTIONS["init_command"] has the last word, as in Django
+            if init_command := init_command.strip():
+                conn.execute(init_command)
+        _interrupts.install()  # (main thread only) a Ctrl-C never lands between a turn and its record
         return conn
 
     def create_cursor(self, name: str | None = None) -> Any:
@@ -257,12 +286,18 @@ class DatabaseWrapper(sqlite_base.DatabaseWrapper):
             self._sf_begin(logged=True)
 
     @protected
-    def _sf_begin(self, logged: bool = False) -> None:
-        """Wait for this connection's turn to write, then ``BEGIN IMMEDIATE`` (retried with the fair
-        busy policy while a writer outside sqlitefair holds the database's lock); ``logged``:
-        through a Django cursor (else on the connection itself, unseen, like an autocommit write's
-        own transaction in Django's backend)."""
-        gate = _gate(*self._sf_gate_args)
+    def _sf_take(self) -> tuple[_Gate, _Turn, float, float | None]:
+        """Wait for this connection's turn to write: its place in the gate's FIFO lock, then (on a
+        file) this process's turn in the cross-process queue.  Returns the gate, the turn, when the
+        wait began and the deadline it has (``time.monotonic()``), for what comes next."""
+        gate = self._sf_private_gate or _gate(*self._sf_gate_args)
+        if gate.lock.held_by_current_thread():
+            raise self.Database.OperationalError(
+                f"database is locked: this thread already holds the turn to write to {self.settings_dict['NAME']!r} "
+                "through another connection (another alias of the same database file, in an open atomic() "
+                "block or transaction); waiting for it would wait for itself. Write through that connection, "
+                "or after its transaction ends."
+            )
         timeout = self._sf_timeout
         start = monotonic()
         deadline = None if timeout is None else start + timeout
@@ -277,6 +312,27 @@ class DatabaseWrapper(sqlite_base.DatabaseWrapper):
                     gate.procq.enter(turn.since, deadline)
                 except QueueTimeout:
                     raise self._sf_timeout_error("other processes' writers ahead in the queue", start) from None
+        except BaseException:
+            gate.lock.release(turn)
+            raise
+        return gate, turn, start, deadline
+
+    @staticmethod
+    @protected
+    def _sf_give(gate: _Gate, turn: _Turn) -> None:
+        """Give a turn on that was not used for a transaction (or whose transaction rolled back)."""
+        if gate.procq is not None:
+            gate.procq.abandon()
+        gate.lock.release(turn)
+
+    @protected
+    def _sf_begin(self, logged: bool = False) -> None:
+        """This connection's turn, then ``BEGIN IMMEDIATE`` (retried with the fair busy policy
+        while a writer outside sqlitefair holds the database's lock); ``logged``: through a Django
+        cursor (else on the connection itself, unseen, like an autocommit write's own transaction
+        in Django's backend)."""
+        gate, turn, start, deadline = self._sf_take()
+        try:
             conn = self.connection
             conn.execute("PRAGMA busy_timeout = 0")
             try:
@@ -291,10 +347,23 @@ class DatabaseWrapper(sqlite_base.DatabaseWrapper):
                 conn.execute(f"PRAGMA busy_timeout = {self._sf_busy_ms}")
             self._sf_held = (gate, turn)
         except BaseException:
-            if gate.procq is not None:
-                gate.procq.abandon()
-            gate.lock.release(turn)
+            if self._sf_held is None:  # cut short (an error, an interrupt), maybe after BEGIN succeeded
+                try:
+                    if self.connection.in_transaction:
+                        self.connection.rollback()
+                finally:
+                    self._sf_give(gate, turn)
             raise
+
+    @protected
+    def _sf_turn_only(self, run: Callable[[], Any]) -> Any:
+        """Run ``run`` (a statement SQLite refuses inside a transaction, or a script) in this
+        connection's turn, without a BEGIN."""
+        gate, turn, _, _ = self._sf_take()
+        try:
+            return run()
+        finally:
+            self._sf_give(gate, turn)
 
     def _sf_timeout_error(self, why: str, start: float) -> sqlite3.OperationalError:
         return self.Database.OperationalError(
@@ -326,8 +395,8 @@ class DatabaseWrapper(sqlite_base.DatabaseWrapper):
         """A write outside a transaction: in its own transaction (autocommit), or the start of the
         one ``set_autocommit(False)`` asked for (it then ends at commit() or rollback())."""
         autocommit = self.get_autocommit()
-        self._sf_begin()
         try:
+            self._sf_begin()
             result = run()
             if autocommit and cursor.description is not None:  # RETURNING: rows before the COMMIT
                 cursor._sf_rows = deque(sqlite3.Cursor.fetchall(cursor))
@@ -345,6 +414,23 @@ class DatabaseWrapper(sqlite_base.DatabaseWrapper):
         return result
 
     # -- where transactions end ----------------------------------------------------
+
+    def _set_autocommit(self, autocommit: bool) -> None:
+        """Back to autocommit, Python's sqlite3 commits an open transaction by itself: the turn goes
+        with it (the commit hooks of Django's ``commit()`` are not run: as with Django's backend)."""
+        try:
+            super()._set_autocommit(autocommit)
+        finally:
+            if autocommit:
+                self._sf_end(committed=True)
+
+    def _savepoint(self, sid: str) -> None:
+        """A savepoint outside a transaction (``atomic()`` after ``set_autocommit(False)``) would
+        begin a deferred one: take the turn and begin IMMEDIATE first."""
+        if self._sf_held is None and not self.connection.in_transaction:
+            with self.wrap_database_errors:
+                self._sf_begin(logged=True)
+        super()._savepoint(sid)
 
     def _commit(self) -> None:
         try:
