@@ -103,7 +103,7 @@ def run_scenario(tmp_path: Path, body: str, engine: str = "sqlitefair.django", *
     return json.loads(lines[-1][len("RESULT ") :])
 
 
-# -- 1. set_autocommit(True) with a write pending: the turn is never given back -------------------
+# -- set_autocommit(True) with a write pending gives the turn back --------------------------------
 
 
 def test_set_autocommit_true_with_a_pending_write_gives_the_turn_back(tmp_path: Path) -> None:
@@ -116,10 +116,9 @@ def test_set_autocommit_true_with_a_pending_write_gives_the_turn_back(tmp_path: 
             transaction.set_autocommit(True)
 
     ends the SQLite transaction inside sqlite3 (setting ``isolation_level = None`` COMMITs), not
-    through ``_commit``/``_rollback``: ``_sf_held`` stays set and the gate stays locked for as
-    long as the connection lives (forever with CONN_MAX_AGE=None).  Every other thread's write
-    (and, through the cross-process queue, every other process's) then times out, and so does
-    this thread's own next write (it waits for the turn it holds itself)."""
+    through ``_commit``/``_rollback``.  The turn must go with it: kept, the gate would stay locked
+    for as long as the connection lives (forever with CONN_MAX_AGE=None), and every other
+    thread's and process's write would time out."""
     result = run_scenario(
         tmp_path,
         """
@@ -146,7 +145,7 @@ def test_set_autocommit_true_with_a_pending_write_gives_the_turn_back(tmp_path: 
     assert result["same_thread"] == "ok", result["same_thread"]
 
 
-# -- 2. set_autocommit(False) + atomic(): SAVEPOINT opens a deferred transaction, writes bypass the line
+# -- atomic() in manual mode takes the turn before its SAVEPOINT ------------------------------------
 
 
 def test_atomic_inside_manual_mode_takes_the_turn_before_writing(tmp_path: Path) -> None:
@@ -196,15 +195,14 @@ def test_atomic_inside_manual_mode_takes_the_turn_before_writing(tmp_path: Path)
     assert result["gate_locked_at_end"] is False
 
 
-# -- 3. a transaction ended by SQLite itself inside atomic(): the next write waits for its own turn
+# -- a transaction ended by SQLite itself inside atomic(): the next write does not wait for itself --
 
 
 def test_a_write_after_sqlite_rolled_back_inside_atomic_does_not_wait_for_its_own_turn(tmp_path: Path) -> None:
     """``INSERT OR ROLLBACK`` (or a trigger's ``RAISE(ROLLBACK, ...)``, or SQLITE_FULL/IOERR/...)
     ends the SQLite transaction inside an atomic block.  ``in_transaction`` is then false while
-    this connection still holds the turn (``_sf_held``), so the next write in the block goes to
-    ``_sf_write`` -> ``_sf_begin`` and waits for the gate its own connection holds: a
-    self-deadlock until ``timeout``.  Django's backend runs that write (in autocommit)."""
+    this connection still holds the turn; the next write in the block must run (as on Django's
+    backend), not wait for the turn its own connection holds until ``timeout``."""
     result = run_scenario(
         tmp_path,
         """
@@ -234,9 +232,8 @@ def test_a_write_after_sqlite_rolled_back_inside_atomic_does_not_wait_for_its_ow
 @pytest.mark.parametrize("engine", ["sqlitefair.django", "django.db.backends.sqlite3"])
 def test_executescript_inside_atomic_then_a_write(tmp_path: Path, engine: str) -> None:
     """``cursor.executescript()`` (Django's cursor passes it through) COMMITs the open transaction
-    first (sqlite3), then runs its script in autocommit, past ``may_write``.  Inside atomic() the
-    next write then waits for the connection's own turn (same self-deadlock as above); Django's
-    backend runs it."""
+    first (sqlite3), then runs its script in autocommit.  Inside atomic() the next write must
+    run, as on Django's backend, not wait for the connection's own turn."""
     result = run_scenario(
         tmp_path,
         """
@@ -256,9 +253,8 @@ def test_executescript_inside_atomic_then_a_write(tmp_path: Path, engine: str) -
 
 
 def test_executescript_outside_a_transaction_waits_in_the_writer_line(tmp_path: Path) -> None:
-    """A write by ``executescript`` in autocommit never takes the turn: it meets the holder in
-    SQLite's busy handler (plain "database is locked" after the timeout) instead of waiting in
-    line; the line's statistics never see it."""
+    """A write by ``executescript`` in autocommit waits in line like any write, not in SQLite's
+    busy handler (which would end in a plain "database is locked" after the timeout)."""
     result = run_scenario(
         tmp_path,
         """
@@ -292,14 +288,14 @@ def test_executescript_outside_a_transaction_waits_in_the_writer_line(tmp_path: 
     assert result["queued_in_line"] == 1, "executescript's write bypassed the writer line"
 
 
-# -- 4. VACUUM (and other statements that cannot run in a transaction) -----------------------------
+# -- VACUUM (which cannot run in a transaction) ------------------------------------------------------
 
 
 @pytest.mark.parametrize("engine", ["sqlitefair.django", "django.db.backends.sqlite3"])
 def test_vacuum_through_a_django_cursor(tmp_path: Path, engine: str) -> None:
-    """``connection.cursor().execute("VACUUM")`` works on Django's backend; ``may_write`` says
-    "write" and runs it in BEGIN IMMEDIATE ... COMMIT: "cannot VACUUM from within a
-    transaction".  Same for ``VACUUM INTO 'backup.db'`` (a common backup recipe)."""
+    """``connection.cursor().execute("VACUUM")`` works on Django's backend, and must here: run in a
+    BEGIN IMMEDIATE ... COMMIT it would fail ("cannot VACUUM from within a transaction").  Same
+    for ``VACUUM INTO 'backup.db'`` (a common backup recipe)."""
     result = run_scenario(
         tmp_path,
         """
@@ -318,15 +314,14 @@ def test_vacuum_through_a_django_cursor(tmp_path: Path, engine: str) -> None:
     assert result == {"VACUUM": "ok", "INTO": "ok"}, result
 
 
-# -- 5. OPTIONS["init_command"] silently overridden -------------------------------------------------
+# -- OPTIONS["init_command"] has the last word -------------------------------------------------------
 
 
 @pytest.mark.parametrize("engine", ["sqlitefair.django", "django.db.backends.sqlite3"])
 def test_init_command_pragmas_are_not_overridden(tmp_path: Path, engine: str) -> None:
-    """Django's documented way to set pragmas is ``OPTIONS["init_command"]``; this backend applies
-    its own pragmas *after* it, so ``PRAGMA synchronous=FULL`` (durability) silently becomes
-    NORMAL and ``cache_size`` is reset; docs/django.md does not say so (it names
-    ``OPTIONS["pragmas"]`` only)."""
+    """Django's documented way to set pragmas is ``OPTIONS["init_command"]``: it must have the last
+    word over this backend's pragmas, or ``PRAGMA synchronous=FULL`` (durability) would silently
+    become NORMAL."""
     result = run_scenario(
         tmp_path,
         """
@@ -340,7 +335,7 @@ def test_init_command_pragmas_are_not_overridden(tmp_path: Path, engine: str) ->
     assert result == {"synchronous": 2, "cache_size": -20000}, result
 
 
-# -- 6. two aliases of one file in one thread ---------------------------------------------------------
+# -- two aliases of one file in one thread -------------------------------------------------------------
 
 
 @pytest.mark.parametrize("engine", ["sqlitefair.django", "django.db.backends.sqlite3"])
@@ -374,18 +369,16 @@ def test_write_through_a_second_alias_inside_an_atomic_block(tmp_path: Path, eng
     assert result["after"] == {"result": "ok"}
 
 
-# -- 7. an interrupt right after BEGIN IMMEDIATE: the turn is given on with the transaction open ---------
+# -- an interrupt right after BEGIN IMMEDIATE ----------------------------------------------------------
 
 
 def test_an_interrupt_after_begin_does_not_release_the_turn_with_the_transaction_open(tmp_path: Path) -> None:
-    """``_sf_begin``'s ``except BaseException`` gives the turn back but does not roll back a
-    BEGIN IMMEDIATE that succeeded.  A KeyboardInterrupt landing after the BEGIN (here injected
-    with a trace function at ``self._sf_held = ...``; ``@protected`` defers nothing, as the
-    Django backend never installs sqlitefair's SIGINT handler) leaves this connection in a
-    transaction that holds SQLite's write lock while the gate is free: the next writer gets the
-    turn and then fails "a writer outside sqlitefair held the database's lock"; Django thinks
-    this connection is in autocommit, so its later writes join the stray transaction and are
-    never committed."""
+    """A KeyboardInterrupt landing after a BEGIN IMMEDIATE that succeeded, before the turn is
+    recorded (injected here with a trace function at ``self._sf_held = ...``), must roll that
+    transaction back before the turn is given on.  Else the connection would keep SQLite's write
+    lock while the gate is free: the next writer would get the turn and fail, and this
+    connection's later writes (Django thinks it is in autocommit) would join the stray
+    transaction and never be committed."""
     result = run_scenario(
         tmp_path,
         """
@@ -425,7 +418,7 @@ def test_an_interrupt_after_begin_does_not_release_the_turn_with_the_transaction
     assert result["other_thread"] == {"result": "ok"}, result["other_thread"]
 
 
-# -- 8. distinct in-memory databases share one gate -------------------------------------------------------
+# -- distinct in-memory databases have lines of their own --------------------------------------------
 
 
 IN_MEMORY = """
@@ -450,10 +443,9 @@ print("RESULT " + json.dumps(out))
 
 @pytest.mark.parametrize("engine", ["sqlitefair.django", "django.db.backends.sqlite3"])
 def test_two_in_memory_databases_do_not_share_a_writer_line(tmp_path: Path, engine: str) -> None:
-    """``NAME: ":memory:"`` names a new, private database per connection, but the gate's key is
-    the name: every in-memory database of the process shares one line.  A write to one inside
-    an atomic block on another waits for its own thread's turn and times out; threads with
-    unrelated in-memory databases wait for one another."""
+    """``NAME: ":memory:"`` names a new, private database per connection: keyed by the name, every
+    in-memory database of the process would share one line, so a write to one inside an atomic
+    block on another would wait for its own thread's turn and time out."""
     script = tmp_path / "mem.py"
     script.write_text(IN_MEMORY)
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
