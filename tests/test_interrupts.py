@@ -137,7 +137,9 @@ def test_an_interrupt_landing_in_a_collected_process_queue_is_deferred_not_swall
         assert _interrupts._deferred
         with pytest.raises(KeyboardInterrupt):
             _interrupts.raise_if_deferred()
-        os.close(fd)
+        assert queue._fd == fd  # (the close above was cut short)
+        queue.close()  # closes it for good: a later __del__ must not close the number again
+        assert queue._fd == -1
     finally:
         pool.close()
 

@@ -619,6 +619,7 @@ class ProcessQueue:
                 self._fd = _closed(self._fd)
             self.held = False
 
+    @protected  # cut short between closing the descriptor and forgetting its number, a later close would close another file's
     def close(self) -> None:
         """Close the side file (the caller holds the writer permit, or nobody uses the pool any more)."""
         if getattr(self, "_keeper", None) is not None:
