@@ -12,6 +12,7 @@ import textwrap
 import time
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -327,20 +328,21 @@ def test_a_process_that_stops_writing_gives_the_turn_up(tmp_path: Path, mode: st
         finish(idle)
 
 
-def test_a_process_killed_while_queued_does_not_stall_the_one_behind_it(tmp_path: Path) -> None:
-    db = tmp_path / "app.db"
+def the_one_behind_is_served_promptly(db: Path, first_timeout: str, end_first_wait: Callable[[subprocess.Popen[str]], None]) -> None:
+    """A holder, then two processes queued behind it; ``end_first_wait`` ends the first one's wait
+    (a SIGKILL, its timeout).  Once the holder lets go, the second commits within 3 s."""
     make_db(db)
     holder = writer(db, "hold")
     procs = [holder]
     try:
         wait_line(holder, "holding")
-        doomed = writer(db, "queue", "30")
-        procs.append(doomed)
-        wait_until(lambda: queued_tickets(db) == 1, timeout=20, what="the doomed process to queue")
+        first = writer(db, "queue", first_timeout)
+        procs.append(first)
+        wait_until(lambda: queued_tickets(db) == 1, timeout=20, what="the first process to queue")
         behind = writer(db, "queue", "30")
         procs.append(behind)
         wait_until(lambda: queued_tickets(db) == 2, timeout=20, what="the second process to queue")
-        kill(doomed)
+        end_first_wait(first)
         holder.stdin.write("go\n")  # type: ignore[union-attr]
         holder.stdin.flush()  # type: ignore[union-attr]
         wait_line(holder, "done")
@@ -350,6 +352,10 @@ def test_a_process_killed_while_queued_does_not_stall_the_one_behind_it(tmp_path
     finally:
         for proc in procs:
             finish(proc)
+
+
+def test_a_process_killed_while_queued_does_not_stall_the_one_behind_it(tmp_path: Path) -> None:
+    the_one_behind_is_served_promptly(tmp_path / "app.db", "30", kill)
 
 
 # Takes a ticket as the queued path does (T, then its slot, then the counter published) and stops
@@ -414,28 +420,7 @@ def test_a_process_killed_while_holding_the_ticket_lock_does_not_stall_the_queue
 
 
 def test_a_timed_out_waiter_leaves_the_queue_without_stalling_the_one_behind(tmp_path: Path) -> None:
-    db = tmp_path / "app.db"
-    make_db(db)
-    holder = writer(db, "hold")
-    procs = [holder]
-    try:
-        wait_line(holder, "holding")
-        impatient = writer(db, "queue", "1")
-        procs.append(impatient)
-        wait_until(lambda: queued_tickets(db) == 1, timeout=20, what="the impatient process to queue")
-        behind = writer(db, "queue", "30")
-        procs.append(behind)
-        wait_until(lambda: queued_tickets(db) == 2, timeout=20, what="the second process to queue")
-        wait_line(impatient, "timeout")
-        holder.stdin.write("go\n")  # type: ignore[union-attr]
-        holder.stdin.flush()  # type: ignore[union-attr]
-        wait_line(holder, "done")
-        start = time.monotonic()
-        wait_line(behind, "committed")
-        assert time.monotonic() - start < 3
-    finally:
-        for proc in procs:
-            finish(proc)
+    the_one_behind_is_served_promptly(tmp_path / "app.db", "1", lambda impatient: wait_line(impatient, "timeout"))
 
 
 def test_a_fork_child_does_not_keep_its_dead_parents_turn(tmp_path: Path) -> None:
