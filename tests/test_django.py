@@ -7,14 +7,14 @@ suite of Django's own backend tests runs with scripts/django-tests.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
-import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
-from _helpers import Worker, wait_until
+from _helpers import Worker, held_by_another_thread, wait_until
 from conftest import STRESS
 
 django = pytest.importorskip("django")
@@ -51,6 +51,19 @@ def in_thread(fn: Callable[..., Any], *args: Any, name: str | None = None) -> Wo
     w = Worker(run, name=name)
     w.start()
     return w
+
+
+@contextlib.contextmanager
+def a_write_in_atomic(table: str) -> Iterator[None]:
+    """An atomic() block that has written a row 'holder' (for held_by_another_thread: the holding
+    thread's connections are closed when it leaves)."""
+    try:
+        with transaction.atomic():
+            with connections["default"].cursor() as c:
+                c.execute(f"insert into {table}(v) values ('holder')")
+            yield
+    finally:
+        connections.close_all()
 
 
 def gate() -> backend._Gate:
@@ -105,29 +118,19 @@ def test_read_then_update_in_atomic_loses_nothing_and_never_locks(table: str) ->
 
 def test_writers_are_served_in_order_of_arrival(table: str) -> None:
     lock = gate().lock
-    holder_in, holder_go = threading.Event(), threading.Event()
-
-    def holder() -> None:
-        with transaction.atomic():
-            with connections["default"].cursor() as c:
-                c.execute(f"insert into {table}(v) values ('holder')")
-            holder_in.set()
-            assert holder_go.wait(20)
 
     def writer(tag: str) -> None:
         with transaction.atomic():
             with connections["default"].cursor() as c:
                 c.execute(f"insert into {table}(v) values (%s)", [tag])
 
-    h = in_thread(holder)
-    assert holder_in.wait(10)
     tags = [f"w{i}" for i in range(6)]
     workers = []
-    for i, tag in enumerate(tags):
-        workers.append(in_thread(writer, tag))
-        wait_until(lambda: lock.statistics().waiting == i + 1, what=f"{tag} to queue")
-    holder_go.set()
-    for w in [h, *workers]:
+    with held_by_another_thread(a_write_in_atomic(table)):
+        for i, tag in enumerate(tags):
+            workers.append(in_thread(writer, tag))
+            wait_until(lambda: lock.statistics().waiting == i + 1, what=f"{tag} to queue")
+    for w in workers:
         w.finish()
     assert rows(table) == ["holder", *tags]
 
@@ -136,14 +139,6 @@ def test_an_autocommit_write_waits_for_its_turn_and_a_read_does_not(table: str) 
     """Outside atomic(), a write (as Model.save() does) queues behind a transaction instead of
     failing with "database is locked"; a read runs at once."""
     lock = gate().lock
-    holder_in, holder_go = threading.Event(), threading.Event()
-
-    def holder() -> None:
-        with transaction.atomic():
-            with connections["default"].cursor() as c:
-                c.execute(f"insert into {table}(v) values ('holder')")
-            holder_in.set()
-            assert holder_go.wait(20)
 
     def read() -> list[Any]:
         with connections["default"].cursor() as c:
@@ -154,13 +149,10 @@ def test_an_autocommit_write_waits_for_its_turn_and_a_read_does_not(table: str) 
         with connections["default"].cursor() as c:
             c.execute(f"insert into {table}(v) values ('autocommit')")
 
-    h = in_thread(holder)
-    assert holder_in.wait(10)
-    assert in_thread(read).finish(5) == []  # at once, and without the holder's uncommitted row
-    w = in_thread(write)
-    wait_until(lambda: lock.statistics().waiting == 1, what="the autocommit write to queue")
-    holder_go.set()
-    h.finish()
+    with held_by_another_thread(a_write_in_atomic(table)):
+        assert in_thread(read).finish(5) == []  # at once, and without the holder's uncommitted row
+        w = in_thread(write)
+        wait_until(lambda: lock.statistics().waiting == 1, what="the autocommit write to queue")
     w.finish()
     assert rows(table) == ["holder", "autocommit"]
     assert not lock.locked()
@@ -212,29 +204,17 @@ def test_on_commit_hooks_run_after_the_turn_is_given_on(table: str) -> None:
 
 
 def test_a_write_that_waits_past_its_timeout_fails_clearly_and_leaves_the_line_whole(table: str) -> None:
-    holder_in, holder_go = threading.Event(), threading.Event()
-
-    def holder() -> None:
-        with transaction.atomic():
-            with connections["default"].cursor() as c:
-                c.execute(f"insert into {table}(v) values ('holder')")
-            holder_in.set()
-            assert holder_go.wait(20)
-
     def late() -> None:
         with transaction.atomic(using="short"):
             with connections["short"].cursor() as c:
                 c.execute(f"insert into {table}(v) values ('late')")
 
-    h = in_thread(holder)
-    assert holder_in.wait(10)
-    started = time.monotonic()
-    w = in_thread(late)
-    with pytest.raises(OperationalError, match=r"database is locked: sqlitefair waited 0\.[0-9]+ s"):
-        w.finish(10)
-    assert time.monotonic() - started < 5
-    holder_go.set()
-    h.finish()
+    with held_by_another_thread(a_write_in_atomic(table)):
+        started = time.monotonic()
+        w = in_thread(late)
+        with pytest.raises(OperationalError, match=r"database is locked: sqlitefair waited 0\.[0-9]+ s"):
+            w.finish(10)
+        assert time.monotonic() - started < 5
     in_thread(late).finish()  # and the next write goes through
     assert rows(table) == ["holder", "late"]
     assert not gate().lock.locked()
