@@ -32,7 +32,7 @@ from ._fairlock import FairLock
 from ._files import FileWatch
 from ._interrupts import protected
 from ._opening import OnConnect, Opener, check_timeout, database_target, merge_pragmas, uri_file_path
-from ._procqueue import ProcessQueue, side_file, unavailable_reason, warn_unavailable
+from ._procqueue import open_queue, warn_unavailable
 from ._readers import Read, ReaderSet
 from ._slots import FairSlots
 from ._stats import PoolStats, StatsRecorder
@@ -515,18 +515,12 @@ class Pool:
 
     def _start_process_queue(self) -> None:
         """Join the writer queue across processes, or say (once, here) why it cannot work."""
-        file = self._file
-        reason = unavailable_reason(file)
-        if reason is None:
-            queue = ProcessQueue(file, self._name)
-            try:
-                queue.probe()
-            except OSError as exc:
-                reason = f"its file {side_file(file)!r} cannot be used ({exc.strerror or exc})"
-            else:
-                self._process_queue = True
-                self._state.writer.procq = queue
-                return
+        queue, reason = open_queue(self._file, self._name)
+        if queue is not None:
+            self._process_queue = True
+            self._state.writer.procq = queue
+            return
+        assert reason is not None
         self._process_queue_off = reason
         warn_unavailable(self._name, reason)
 

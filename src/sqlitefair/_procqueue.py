@@ -87,7 +87,7 @@ except (ImportError, AttributeError):  # not Linux (or Python built without OFD 
     fcntl = None  # type: ignore[assignment]
     _SETLK = _SETLKW = _RD = _WR = _UN = 0
 
-__all__ = ("ProcessQueue", "QueueTimeout", "side_file", "unavailable_reason", "warn_unavailable")
+__all__ = ("ProcessQueue", "QueueTimeout", "open_queue", "side_file", "unavailable_reason", "warn_unavailable")
 
 log = logging.getLogger("sqlitefair")
 
@@ -643,6 +643,21 @@ class ProcessQueue:
         # threads go.  Not in a fork child: the number there is no longer ours (_close_inherited).
         if getattr(self, "_pid", None) == os.getpid() and hasattr(self, "_helpers_lock"):
             self.close()
+
+
+def open_queue(database: str, name: str) -> tuple[ProcessQueue | None, str | None]:
+    """The cross-process queue of ``database``, its side file opened and its locks checked; or
+    None and why it cannot work here (for the caller to say, once)."""
+    reason = unavailable_reason(database)
+    if reason is None:
+        queue = ProcessQueue(database, name)
+        try:
+            queue.probe()
+        except OSError as exc:
+            reason = f"its file {side_file(database)!r} cannot be used ({exc.strerror or exc})"
+        else:
+            return queue, None
+    return None, reason
 
 
 def warn_unavailable(name: str, reason: str) -> None:

@@ -48,7 +48,7 @@ from .._fairlock import FairLock, Permit
 from .. import _interrupts
 from .._interrupts import protected
 from .._opening import check_timeout, merge_pragmas, pragma_sql, uri_file_path
-from .._procqueue import ProcessQueue, QueueTimeout, side_file, unavailable_reason
+from .._procqueue import ProcessQueue, QueueTimeout, open_queue
 from .._waitqueue import LockTimeout
 
 __all__ = ("DatabaseWrapper",)
@@ -70,23 +70,15 @@ class _Gate:
         self.procq: ProcessQueue | None = None
         if file is None or not use_queue:
             return
-        reason = unavailable_reason(file)
-        if reason is None:
-            queue = ProcessQueue(file, name)
-            try:
-                queue.probe()
-            except OSError as exc:
-                reason = f"its file {side_file(file)!r} cannot be used ({exc.strerror or exc})"
-            else:
-                self.procq = queue
-                return
-        warnings.warn(
-            f"sqlitefair's cross-process writer queue is off for {name!r}: {reason}. Writers in different "
-            "processes are ordered by the busy policy alone. Set OPTIONS['process_queue'] = False to "
-            "silence this.",
-            ProcessQueueWarning,
-            stacklevel=2,
-        )
+        self.procq, reason = open_queue(file, name)
+        if reason is not None:
+            warnings.warn(
+                f"sqlitefair's cross-process writer queue is off for {name!r}: {reason}. Writers in different "
+                "processes are ordered by the busy policy alone. Set OPTIONS['process_queue'] = False to "
+                "silence this.",
+                ProcessQueueWarning,
+                stacklevel=2,
+            )
 
 
 _gates: dict[tuple[str, bool], _Gate] = {}
