@@ -275,6 +275,7 @@ def test_sqlitefair_pragmas_are_set() -> None:
         ("DELETE FROM t", True),
         ("REPLACE INTO t VALUES (1)", True),
         ("CREATE TABLE u(x)", True),
+        ("VACUUM", True),
         ("SAVEPOINT s", False),
         ("BEGIN", False),
     ],

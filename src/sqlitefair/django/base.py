@@ -121,23 +121,28 @@ _CONTROL = frozenset({"BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEAS
 #: Writes that SQLite refuses inside a transaction: they take the turn, but run without BEGIN.
 _OUTSIDE = frozenset({"VACUUM"})
 
-
-def first_word(sql: str) -> str:
-    match = _FIRST_WORD.match(sql)
-    return match.group(1).upper() if match else ""
+#: What a statement outside a transaction needs (``statement_kind``).
+READ, WRITE, OUTSIDE = "read", "write", "outside"
 
 
 @lru_cache(maxsize=1024)  # an ORM sends the same few statements again and again
-def may_write(sql: str) -> bool:
-    """Whether ``sql`` may write (so, outside a transaction, must wait for its turn): anything but
-    a read (``SELECT``, ``EXPLAIN``, ``PRAGMA``, ``VALUES``, a ``WITH`` without a write in it) or
-    transaction control (and ``ATTACH``/``DETACH``), which is left to SQLite as written."""
-    word = first_word(sql)
+def statement_kind(sql: str) -> str:
+    """What ``sql`` needs outside a transaction: ``WRITE`` (its turn and a transaction of its own),
+    ``OUTSIDE`` (its turn, no BEGIN: ``VACUUM``) or ``READ`` (nothing: a read (``SELECT``,
+    ``EXPLAIN``, ``PRAGMA``, ``VALUES``, a ``WITH`` without a write in it) or transaction control
+    (and ``ATTACH``/``DETACH``), which is left to SQLite as written)."""
+    match = _FIRST_WORD.match(sql)
+    word = match.group(1).upper() if match else ""
     if word in _READS or word in _CONTROL:
-        return False
+        return READ
     if word == "WITH":
-        return _WRITE_WORD.search(sql) is not None
-    return True
+        return WRITE if _WRITE_WORD.search(sql) is not None else READ
+    return OUTSIDE if word in _OUTSIDE else WRITE
+
+
+def may_write(sql: str) -> bool:
+    """Whether ``sql`` may write (so, outside a transaction, must wait for its turn)."""
+    return statement_kind(sql) != READ
 
 
 class SqlitefairCursorWrapper(sqlite_base.SQLiteCursorWrapper):
@@ -157,9 +162,10 @@ class SqlitefairCursorWrapper(sqlite_base.SQLiteCursorWrapper):
     def execute(self, query: str, params: Any = None) -> Any:
         self._sf_rows = None
         db = self._sf_db
-        if db._sf_held is not None or db.connection.in_transaction or not may_write(query):
+        kind = READ if db._sf_held is not None or db.connection.in_transaction else statement_kind(query)
+        if kind == READ:
             return super().execute(query, params)
-        if first_word(query) in _OUTSIDE:
+        if kind == OUTSIDE:
             return db._sf_turn_only(lambda: super(SqlitefairCursorWrapper, self).execute(query, params))
         return db._sf_write(self, lambda: super(SqlitefairCursorWrapper, self).execute(query, params))
 
