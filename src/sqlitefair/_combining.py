@@ -110,11 +110,11 @@ def combines(pool: Pool) -> bool:
     a ``transaction()`` block does): with group commit, and wherever the GIL is off.
 
     With the GIL on, combining measured slower than a block in the caller's thread (16 threads, 2
-    cores, short transactions, side by side: 0.59x a block's throughput on 3.11 and on 3.13): every caller the combiner wakes
-    takes the GIL from it at its next SQLite call, so the callers' Python runs between the
-    combiner's calls instead of beside them, and the bounded hand-off a block gets (a running
-    thread may take the writer while the oldest waiter is younger than 1 ms) wakes nobody on most
-    commits.  Without the GIL the callers run on other cores; combining spares the writer a
+    cores, short transactions, side by side: 0.59x a block's throughput on 3.11 and on 3.13):
+    every caller the combiner wakes takes the GIL from it at its next SQLite call, so the
+    callers' Python runs between the combiner's calls instead of beside them, and the bounded
+    hand-off a block gets (a running thread may take the writer while the oldest waiter is
+    younger than 1 ms) wakes nobody on most commits.  Without the GIL the callers run on other cores; combining spares the writer a
     wake-up per call there."""
     return pool._group_commit or not _gil_enabled()
 
