@@ -165,8 +165,16 @@ def test_insert_returning_in_autocommit_serves_its_rows_and_commits(table: str) 
         assert c.fetchall() == [(2, "b")]
         assert c.fetchone() is None
         assert not connections["default"].connection.in_transaction
+        c.execute(f"insert into {table}(v) values (%s), (%s), (%s) returning v", ["c", "d", "e"])
+        assert c.fetchmany(2) == [("c",), ("d",)]
+        assert list(c) == [("e",)]
+        # The cursor's next statement is served by sqlite3 again, not from the rows kept before.
+        c.execute(f"select v from {table} where v in (%s, %s) order by v", ["a", "e"])
+        assert c.fetchall() == [("a",), ("e",)]
+        c.execute(f"select count(*) from {table}")
+        assert c.fetchone() == (5,)
     assert not gate().lock.locked()
-    assert in_thread(rows, table).finish() == ["a", "b"]  # committed: another connection sees them
+    assert in_thread(rows, table).finish() == ["a", "b", "c", "d", "e"]  # committed: another connection sees them
 
 
 def test_a_failing_write_rolls_back_and_gives_the_turn_on(table: str) -> None:

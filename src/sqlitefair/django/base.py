@@ -33,6 +33,7 @@ import sqlite3
 import threading
 import warnings
 from collections import deque
+from collections.abc import Mapping
 from functools import lru_cache
 from time import monotonic
 from typing import Any, Callable
@@ -145,32 +146,48 @@ def may_write(sql: str) -> bool:
     return statement_kind(sql) != READ
 
 
+@lru_cache(maxsize=1024)
+def qmark(query: str) -> str:
+    """``query`` with Django's "format" placeholders (``%s``) as sqlite3's "qmark" ones (``?``):
+    Django's cursor's conversion, cached (Django's runs a regular expression on every query)."""
+    return sqlite_base.FORMAT_QMARK_REGEX.sub("?", query).replace("%%", "%")
+
+
+_execute = sqlite3.Cursor.execute
+
+
 class SqlitefairCursorWrapper(sqlite_base.SQLiteCursorWrapper):
     """Django's cursor; a write outside a transaction first takes the connection's turn.
 
     In autocommit mode the statement runs in a transaction of its own (``BEGIN IMMEDIATE``,
     the statement, ``COMMIT``); rows it returns (``INSERT ... RETURNING``) are read before the
-    ``COMMIT`` and served from here."""
+    ``COMMIT`` and served by :class:`_ReturnedRows`, which the cursor becomes until its next
+    statement (so that other statements' rows are fetched by sqlite3 itself, without a Python
+    frame per fetch)."""
 
     _sf_db: DatabaseWrapper
-    _sf_rows: deque[Any] | None = None
 
     # A connection that holds its turn (``_sf_held``) runs every statement directly, also after
     # SQLite ended its transaction under it (INSERT OR ROLLBACK, RAISE(ROLLBACK), a full disk):
     # waiting for the turn again would wait for itself.
 
     def execute(self, query: str, params: Any = None) -> Any:
-        self._sf_rows = None
         db = self._sf_db
         kind = READ if db._sf_held is not None or db.connection.in_transaction else statement_kind(query)
+        # Django's conversion of placeholders (SQLiteCursorWrapper.execute), with qmark() cached.
+        if params is None:
+            args: tuple[Any, ...] = (query,)
+        elif isinstance(params, Mapping):
+            args = (self.convert_query(query, param_names=list(params)), params)
+        else:
+            args = (qmark(query), params)
         if kind == READ:
-            return super().execute(query, params)
+            return _execute(self, *args)
         if kind == OUTSIDE:
-            return db._sf_turn_only(lambda: super(SqlitefairCursorWrapper, self).execute(query, params))
-        return db._sf_write(self, lambda: super(SqlitefairCursorWrapper, self).execute(query, params))
+            return db._sf_turn_only(lambda: _execute(self, *args))
+        return db._sf_write(self, lambda: _execute(self, *args))
 
     def executemany(self, query: str, param_list: Any) -> Any:
-        self._sf_rows = None
         db = self._sf_db
         if db._sf_held is not None or db.connection.in_transaction or not may_write(query):
             return super().executemany(query, param_list)
@@ -179,39 +196,50 @@ class SqlitefairCursorWrapper(sqlite_base.SQLiteCursorWrapper):
     def executescript(self, script: str) -> Any:
         """A script commits any open transaction and runs its statements as they are written: it
         runs in the connection's turn (taken for it outside a transaction), without a BEGIN."""
-        self._sf_rows = None
         db = self._sf_db
         if db._sf_held is not None:
             return super().executescript(script)
         return db._sf_turn_only(lambda: super(SqlitefairCursorWrapper, self).executescript(script))
 
+
+class _ReturnedRows(SqlitefairCursorWrapper):
+    """The class of a cursor whose autocommit write returned rows: they were read before its
+    ``COMMIT`` (:meth:`DatabaseWrapper._sf_write`) and are served from ``_sf_rows`` until the
+    cursor's next statement, which turns it back into a :class:`SqlitefairCursorWrapper`."""
+
+    _sf_rows: deque[Any]
+
+    def _sf_back(self) -> None:
+        self.__class__ = SqlitefairCursorWrapper
+        del self._sf_rows
+
+    def execute(self, query: str, params: Any = None) -> Any:
+        self._sf_back()
+        return self.execute(query, params)
+
+    def executemany(self, query: str, param_list: Any) -> Any:
+        self._sf_back()
+        return self.executemany(query, param_list)
+
+    def executescript(self, script: str) -> Any:
+        self._sf_back()
+        return self.executescript(script)
+
     def fetchone(self) -> Any:
         rows = self._sf_rows
-        if rows is None:
-            return super().fetchone()
         return rows.popleft() if rows else None
 
     def fetchmany(self, size: int | None = None) -> list[Any]:
         rows = self._sf_rows
-        if rows is None:
-            return super().fetchmany(self.arraysize if size is None else size)
         return [rows.popleft() for _ in range(min(len(rows), self.arraysize if size is None else size))]
 
     def fetchall(self) -> list[Any]:
-        rows = self._sf_rows
-        if rows is None:
-            return super().fetchall()
-        out = list(rows)
-        rows.clear()
+        out = list(self._sf_rows)
+        self._sf_rows.clear()
         return out
-
-    def __iter__(self) -> Any:
-        return self
 
     def __next__(self) -> Any:
         rows = self._sf_rows
-        if rows is None:
-            return super().__next__()
         if not rows:
             raise StopIteration
         return rows.popleft()
@@ -397,7 +425,9 @@ class DatabaseWrapper(sqlite_base.DatabaseWrapper):
             self._sf_begin()
             result = run()
             if autocommit and cursor.description is not None:  # RETURNING: rows before the COMMIT
-                cursor._sf_rows = deque(sqlite3.Cursor.fetchall(cursor))
+                rows = deque(sqlite3.Cursor.fetchall(cursor))
+                cursor.__class__ = _ReturnedRows
+                cursor._sf_rows = rows
             if autocommit:
                 self.connection.commit()
         except BaseException:
