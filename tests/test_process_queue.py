@@ -369,16 +369,21 @@ def test_the_turn_keeper_never_keeps_a_writer_from_a_transaction(tmp_path: Path,
         assert not procq.held, "the keeper never gave the idle turn up"
 
 
-def test_a_pool_alone_on_its_file_keeps_its_turn_and_gives_it_up_once_another_opens(tmp_path: Path) -> None:
-    """Alone, a pool keeps the turn between transactions (no system calls to take it again);
-    with another pool present on the file, a transaction that no thread waits behind gives it
-    up at once, so the other never waits for the keeper."""
+def test_a_pool_alone_on_its_file_keeps_its_turn_and_gives_it_up_once_another_opens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alone, a pool writing back to back keeps the turn between transactions (no system calls
+    to take it again); with another pool present on the file, a transaction that no thread waits
+    behind gives it up at once, so the other never waits for the keeper."""
+    monkeypatch.setattr(_defaults, "KEEP_ALONE_GAP", 3600.0)  # every commit counts as back to back
     path = tmp_path / "app.db"
     with sqlitefair.connect(path) as pool:
         procq = pool._state.writer.procq
         assert procq is not None
         with pool.transaction() as conn:
             conn.execute("create table t(v)")
+        with pool.transaction() as conn:
+            conn.execute("insert into t values (0)")
         assert procq.held, "alone, the turn is kept for the next transaction"
         with sqlitefair.connect(path) as other:
             time.sleep(_defaults.PROCESS_TURN * 2)  # the kept turn ends (the keeper gives it up)
@@ -387,6 +392,23 @@ def test_a_pool_alone_on_its_file_keeps_its_turn_and_gives_it_up_once_another_op
             assert not procq.held, "with another pool present, a turn kept for nobody"
             with other.transaction(timeout=0) as conn:  # so the other gets the writer at once
                 conn.execute("insert into t values (2)")
+
+
+def test_a_pool_alone_writing_now_and_then_gives_its_turn_up_at_each_commit(tmp_path: Path) -> None:
+    """Alone on its file, a pool whose writes are not back to back (a web app's) gives the turn
+    up at each commit instead of keeping it for a keeper thread to end: that thread's two
+    wake-ups per turn cost far more than the system calls a kept turn spares."""
+    with sqlitefair.connect(tmp_path / "app.db") as pool:
+        procq = pool._state.writer.procq
+        assert procq is not None
+        with pool.transaction() as conn:
+            conn.execute("create table t(v)")
+        for i in range(5):
+            time.sleep(0.005)  # far apart, as requests are
+            with pool.transaction() as conn:
+                conn.execute("insert into t values (?)", (i,))
+            assert not procq.held, "a turn was kept after a write that was not back to back"
+        assert procq._keeper is None, "the turn keeper was started for writes that were never back to back"
 
 
 def test_a_close_that_timed_out_closes_the_queue_when_the_last_transaction_ends(tmp_path: Path) -> None:
@@ -420,9 +442,12 @@ def test_close_never_lets_the_keeper_touch_a_descriptor_it_closed(tmp_path: Path
         finally:
             unlocked.set()
 
+    monkeypatch.setattr(_defaults, "KEEP_ALONE_GAP", 3600.0)  # every commit counts as back to back
     pool = sqlitefair.connect(tmp_path / "app.db")
     with pool.transaction() as conn:
         conn.execute("create table t(v)")
+    with pool.transaction() as conn:
+        conn.execute("insert into t values (0)")
     procq = pool._state.writer.procq
     assert procq is not None and procq.held, "alone, the turn is kept (and the keeper watches it)"
     monkeypatch.setattr(_procqueue, "_lock", held_in_the_keeper)

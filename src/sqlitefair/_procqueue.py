@@ -447,6 +447,7 @@ class ProcessQueue:
         self._turn_mutex = threading.Lock()
         self._kept_turn = 0.0  # the turn_until of the last turn kept past a transaction (the keeper watches it)
         self._alone = False  # no other pool had the file open when this turn began (see leave())
+        self._last_leave = float("-inf")  # when the last transaction committed (see leave())
         self._keeper: _Keeper | None = None
         self._closed = False  # close() ran: helpers that finish a wait end instead of waiting for the next
         self._unusable = False  # said once that the side file cannot be opened (until it can again)
@@ -563,14 +564,18 @@ class ProcessQueue:
 
     @protected
     def leave(self, now: float, waiters: bool) -> None:
-        """A transaction committed at ``now``: keep the turn for the next while it lasts and
-        ``waiters`` (threads of this pool wait for its writer) or no other pool had the file open
-        when the turn began; else give it up at once: a turn kept for nobody while others may
-        want it would only make them wait.  (Alone, keeping it spares the next transaction the
-        system calls that take a turn; a pool that opens meanwhile waits at most a turn.)"""
+        """A transaction committed at ``now``: keep the turn for the next while it lasts if
+        ``waiters`` (threads of this pool wait for its writer), or if no other pool had the file
+        open when the turn began and this commit came right after the one before
+        (``KEEP_ALONE_GAP``); else give it up at once: a turn kept for nobody while others may
+        want it would only make them wait.  (Alone, keeping it spares transactions back to back
+        the system calls that take a turn; a pool that opens meanwhile waits at most a turn.
+        Sparse writes give it up: the keeper's wake-ups would cost more than they spare.)"""
         with self._turn_mutex:
             self.in_use = False
-            if not (waiters or self._alone) or now >= self.turn_until:
+            back_to_back = now - self._last_leave < _defaults.KEEP_ALONE_GAP
+            self._last_leave = now
+            if not (waiters or (self._alone and back_to_back)) or now >= self.turn_until:
                 self.release()
                 return
             if self._kept_turn != self.turn_until:  # kept for the first time: the keeper sees to its end
