@@ -211,7 +211,7 @@ class _ReturnedRows(SqlitefairCursorWrapper):
 
     def _sf_back(self) -> None:
         self.__class__ = SqlitefairCursorWrapper
-        del self._sf_rows
+        self.__dict__.pop("_sf_rows", None)  # (what is left of them, if anything)
 
     def execute(self, query: str, params: Any = None) -> Any:
         self._sf_back()
@@ -425,9 +425,8 @@ class DatabaseWrapper(sqlite_base.DatabaseWrapper):
             self._sf_begin()
             result = run()
             if autocommit and cursor.description is not None:  # RETURNING: rows before the COMMIT
-                rows = deque(sqlite3.Cursor.fetchall(cursor))
+                cursor._sf_rows = deque(sqlite3.Cursor.fetchall(cursor))  # (before the class that reads them)
                 cursor.__class__ = _ReturnedRows
-                cursor._sf_rows = rows
             if autocommit:
                 self.connection.commit()
         except BaseException:
