@@ -158,6 +158,25 @@ def test_an_autocommit_write_waits_for_its_turn_and_a_read_does_not(table: str) 
     assert not lock.locked()
 
 
+def test_a_checkpoint_through_a_cursor_waits_for_its_turn(table: str) -> None:
+    """sqlitefair connections checkpoint only in their turn (so that they never run SQLite's
+    WAL-reset race among themselves, docs/backends.md): a ``PRAGMA wal_checkpoint`` outside a
+    transaction queues like a write instead of running beside the holder's transaction."""
+    lock = gate().lock
+
+    def checkpoint() -> Any:
+        with connections["default"].cursor() as c:
+            c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            return c.fetchone()
+
+    with held_by_another_thread(a_write_in_atomic(table)):
+        w = in_thread(checkpoint)
+        wait_until(lambda: lock.statistics().waiting == 1, what="the checkpoint to queue for its turn")
+        assert w.is_alive(), "the checkpoint ran beside the holder's transaction"
+    assert w.finish()[0] == 0  # ran, after the holder's commit: not busy
+    assert not lock.locked()
+
+
 def test_insert_returning_in_autocommit_serves_its_rows_and_commits(table: str) -> None:
     with connections["default"].cursor() as c:
         c.execute(f"insert into {table}(v) values ('a'), ('b') returning id, v")
@@ -284,6 +303,13 @@ def test_sqlitefair_pragmas_are_set() -> None:
         ("REPLACE INTO t VALUES (1)", True),
         ("CREATE TABLE u(x)", True),
         ("VACUUM", True),
+        ("PRAGMA wal_checkpoint(TRUNCATE)", True),
+        ("pragma main.user_version = 3", True),
+        ("PRAGMA application_id=7", True),
+        ("PRAGMA optimize", True),
+        ("PRAGMA user_version", False),
+        ("PRAGMA table_info(t)", False),
+        ("PRAGMA foreign_keys = OFF", False),
         ("SAVEPOINT s", False),
         ("BEGIN", False),
     ],

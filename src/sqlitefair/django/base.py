@@ -121,6 +121,14 @@ _READS = frozenset({"SELECT", "EXPLAIN", "PRAGMA", "VALUES"})
 _CONTROL = frozenset({"BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE", "ATTACH", "DETACH"})
 #: Writes that SQLite refuses inside a transaction: they take the turn, but run without BEGIN.
 _OUTSIDE = frozenset({"VACUUM"})
+#: Pragmas that write the database file or checkpoint its WAL (in the turn, without BEGIN, like
+#: VACUUM: sqlitefair connections checkpoint only in their turn, see docs/backends.md); and those
+#: that write it when given a value (``PRAGMA user_version = 3``).  Other pragmas set this
+#: connection's own options or read, and run at once (Django's ``PRAGMA foreign_keys = OFF``
+#: must run outside a transaction).
+_WRITING_PRAGMAS = frozenset({"wal_checkpoint", "optimize", "incremental_vacuum"})
+_SETTING_WRITES = frozenset({"user_version", "application_id", "journal_mode", "auto_vacuum", "page_size"})
+_PRAGMA = re.compile(r"PRAGMA\s+(?:\w+\s*\.\s*)?(\w+)\s*([=(]?)", re.I)
 
 #: What a statement outside a transaction needs (``statement_kind``).
 READ, WRITE, OUTSIDE = "read", "write", "outside"
@@ -129,11 +137,19 @@ READ, WRITE, OUTSIDE = "read", "write", "outside"
 @lru_cache(maxsize=1024)  # an ORM sends the same few statements again and again
 def statement_kind(sql: str) -> str:
     """What ``sql`` needs outside a transaction: ``WRITE`` (its turn and a transaction of its own),
-    ``OUTSIDE`` (its turn, no BEGIN: ``VACUUM``) or ``READ`` (nothing: a read (``SELECT``,
-    ``EXPLAIN``, ``PRAGMA``, ``VALUES``, a ``WITH`` without a write in it) or transaction control
-    (and ``ATTACH``/``DETACH``), which is left to SQLite as written)."""
+    ``OUTSIDE`` (its turn, no BEGIN: ``VACUUM``, a checkpoint, ``PRAGMA user_version = ...``) or
+    ``READ`` (nothing: a read (``SELECT``, ``EXPLAIN``, other pragmas, ``VALUES``, a ``WITH``
+    without a write in it) or transaction control (and ``ATTACH``/``DETACH``), which is left to
+    SQLite as written)."""
     match = _FIRST_WORD.match(sql)
     word = match.group(1).upper() if match else ""
+    if word == "PRAGMA" and match is not None:
+        pragma = _PRAGMA.match(sql, match.start(1))
+        if pragma is not None:
+            name = pragma.group(1).lower()
+            if name in _WRITING_PRAGMAS or (name in _SETTING_WRITES and pragma.group(2)):
+                return OUTSIDE
+        return READ
     if word in _READS or word in _CONTROL:
         return READ
     if word == "WITH":
