@@ -206,15 +206,18 @@ def test_a_wait_that_times_out_leaves_the_queue_without_stalling_those_behind(db
 
 
 def test_the_turn_of_a_process_that_stopped_writing_is_given_up(db: Path) -> None:
-    """A process keeps the turn briefly after a transaction; if it writes nothing more, its keeper
-    gives the turn up, so the next process does not wait until its timeout."""
+    """A process alone on the file keeps the turn briefly after transactions back to back; if it
+    writes nothing more, its keeper gives the turn up, so the next process does not wait until
+    its timeout."""
     idle = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(
             """
             import sys, sqlitefair
+            sqlitefair._defaults.KEEP_ALONE_GAP = 3600.0  # every commit counts as back to back
             pool = sqlitefair.connect(sys.argv[1])
-            with pool.transaction() as conn:
-                conn.execute("insert into served(who) values ('idle')")
+            for who in ("idle", "idle"):  # the second commit keeps the turn
+                with pool.transaction() as conn:
+                    conn.execute("insert into served(who) values (?)", (who,))
             print("written", flush=True)
             sys.stdin.readline()
             """
@@ -231,7 +234,7 @@ def test_the_turn_of_a_process_that_stopped_writing_is_given_up(db: Path) -> Non
         idle.wait(10)
         idle.stdin.close()  # type: ignore[union-attr]
         idle.stdout.close()  # type: ignore[union-attr]
-    assert served(db) == ["idle", "next"]
+    assert served(db) == ["idle", "idle", "next"]
 
 
 def test_the_side_file_has_the_database_files_permissions(tmp_path: Path) -> None:

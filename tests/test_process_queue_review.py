@@ -212,6 +212,9 @@ def test_a_process_writing_back_to_back_does_not_starve_a_waiting_process(tmp_pa
 WRITER = """
     import gc, os, signal, sys, threading, time, sqlitefair
     path, mode = sys.argv[1], sys.argv[2]
+    # Alone on the file, a process keeps its turn only after writes back to back: count every
+    # commit as one, so that the idle modes below end in a kept turn, deterministically.
+    sqlitefair._defaults.KEEP_ALONE_GAP = 3600.0
     pool = sqlitefair.connect(path, timeout=30)
     print("start", flush=True)
     if mode == "hold":  # hold a transaction open until told
@@ -220,9 +223,10 @@ WRITER = """
             print("holding", flush=True)
             sys.stdin.readline()
         print("done", flush=True)
-    elif mode == "commit-then-idle":  # commit (inside its turn, so the turn is kept), then do nothing
-        with pool.transaction() as conn:
-            conn.execute("insert into t values ('idle', 0)")
+    elif mode == "commit-then-idle":  # commit twice (the second keeps the turn), then do nothing
+        for _ in range(2):
+            with pool.transaction() as conn:
+                conn.execute("insert into t values ('idle', 0)")
         print("idle", flush=True)
     elif mode == "rollback-then-idle":
         try:
@@ -241,11 +245,12 @@ WRITER = """
         except KeyboardInterrupt:
             pass
         print("idle", flush=True)
-    elif mode == "dropped-then-idle":  # commit, then drop the pool unclosed
+    elif mode == "dropped-then-idle":  # commit twice (the turn kept), then drop the pool unclosed
         import warnings
         warnings.simplefilter("ignore")
-        with pool.transaction() as conn:
-            conn.execute("insert into t values ('idle', 0)")
+        for _ in range(2):
+            with pool.transaction() as conn:
+                conn.execute("insert into t values ('idle', 0)")
         del pool, conn
         gc.collect()
         print("idle", flush=True)
