@@ -294,7 +294,9 @@ class Replication:
             conn.close()
         log = self.log_path.read_text()
         problems = [line for line in log.splitlines() if re.search(r"level=(WARN|ERROR)", line)]
+        version = self.litestream._version(self.litestream.find_litestream())[0]
         return {
+            "version": version,
             "txid": txid,
             "restored_rows": restored_rows,
             "integrity": integrity,
@@ -360,6 +362,7 @@ def load(
         "backend": args.backend,
         "sqlite": outcome[0]["sqlite_version"],
         "cpus": os.cpu_count(),
+        "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,  # at the end: other work on the machine
         "processes": args.processes,
         "threads": args.threads,
         "minutes": args.minutes,

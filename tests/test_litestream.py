@@ -13,6 +13,7 @@ Skipped, with the reason, where the binary cannot be found or run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -27,7 +28,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import Any, Iterator
 
 import pytest
 from _helpers import wait_until
@@ -76,6 +77,14 @@ class Setup:
             litestream._file_replica_config(setup.db, folder / "replica", sync_interval=interval, monitor_interval=interval)
         )
         return setup
+
+    @contextlib.contextmanager
+    def replicating(self, level: str = "info") -> Iterator[subprocess.Popen[bytes]]:
+        """``litestream replicate`` for the block (output appended to ``ls_log``), from the moment
+        its first snapshot is in the replica; stopped with SIGINT at the end unless killed."""
+        with self.ls_log.open("a") as log, litestream._replicating(self.config, log, executable=EXE, log_level=level) as process:
+            wait_until(self.has_backup, timeout=30, what="Litestream's first snapshot")
+            yield process
 
     def has_backup(self) -> bool:
         assert EXE is not None
@@ -139,10 +148,6 @@ class Restored:
         assert self.counter == len(self.keys), f"counter {self.counter} != {len(self.keys)} rows: a transaction was restored in part"
 
 
-def replicating(setup: Setup, log: IO[Any], level: str = "info") -> Any:
-    return litestream._replicating(setup.config, log, executable=EXE, log_level=level)
-
-
 def kill(processes: list[Any]) -> None:
     for process in processes:
         if process.pid is not None:
@@ -161,8 +166,7 @@ def test_application_killed_mid_load_loses_no_acknowledged_commit(tmp_path: Path
     more reaches the replica), a restore equals the database on disk, which holds every
     acknowledged commit and no transaction in part."""
     setup = Setup.make(tmp_path, interval="500ms")
-    with setup.ls_log.open("w") as log, replicating(setup, log) as process:
-        wait_until(setup.has_backup, timeout=30, what="Litestream's first snapshot")
+    with setup.replicating() as process:
         writers = setup.writers(processes=3, threads=2, checkpoints=checkpoints)
         try:
             wait_until(lambda: len(setup.acks().ok) >= 300, timeout=60, what="300 acknowledged commits")
@@ -193,8 +197,7 @@ def test_machine_lost_the_replica_holds_every_commit_older_than_its_intervals(tm
     interval = 1.0  # monitor-interval and sync-interval: Litestream's defaults
     bound = 2 * interval
     setup = Setup.make(tmp_path, interval="1s")
-    with setup.ls_log.open("w") as log, replicating(setup, log) as process:
-        wait_until(setup.has_backup, timeout=30, what="Litestream's first snapshot")
+    with setup.replicating() as process:
         writers = setup.writers(processes=3, threads=2, checkpoints=checkpoints)
         try:
             wait_until(lambda: len(setup.acks().ok) >= 50, timeout=60, what="the writers to commit")
@@ -226,8 +229,7 @@ def test_frequent_wal_limit_checkpoints_neither_lose_frames_nor_force_a_snapshot
     inside its own checkpoints), which a TRUNCATE checkpoint must wait out; sqlitefair does not
     wait (no busy handler on its checkpoint), so each one ends at once as skipped."""
     setup = Setup.make(tmp_path, interval="500ms")
-    with setup.ls_log.open("w") as log, replicating(setup, log, level="debug"):
-        wait_until(setup.has_backup, timeout=30, what="Litestream's first snapshot")
+    with setup.replicating(level="debug"):
         writers = setup.writers(processes=2, threads=2, wal_limit=0, check_every=0.005)  # checkpoints="auto"
         try:
             wait_until(lambda: len(setup.acks().ok) >= 400, timeout=60, what="400 acknowledged commits")
@@ -267,16 +269,15 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 def idle_replica(tmp_path: Path) -> Iterator[Setup]:
     """A database whose replica exists, with Litestream stopped."""
     setup = Setup.make(tmp_path, interval="200ms")
-    with setup.ls_log.open("w") as log, replicating(setup, log):
-        wait_until(setup.has_backup, timeout=30, what="Litestream's first snapshot")
+    with setup.replicating():
+        pass
     yield setup
 
 
 def test_verify_reports_how_far_behind_a_real_replica_was(tmp_path: Path) -> None:
     setup = Setup.make(tmp_path, interval="200ms")
     stop = threading.Event()
-    with setup.ls_log.open("w") as log, replicating(setup, log), sqlitefair.connect(setup.db) as pool:
-        wait_until(setup.has_backup, timeout=30, what="Litestream's first snapshot")
+    with setup.replicating(), sqlitefair.connect(setup.db) as pool:
 
         def load() -> None:  # the replica moves all the time, as under an application
             while not stop.is_set():
