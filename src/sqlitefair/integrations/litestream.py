@@ -40,6 +40,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -450,10 +451,11 @@ def add_subparser(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser(
         "litestream-verify",
         help="check that Litestream's replica of a database is current, and how far behind it is",
-        description=(
+        description=textwrap.fill(
             "Commit a sentinel into DATABASE through sqlitefair, then restore Litestream's replica into a "
             "temporary file until the sentinel is there; print how long that took. Exit 0: the replica is "
-            "current; 1: it did not catch up within --timeout; 2: bad arguments, or Litestream missing or refusing."
+            "current; 1: it did not catch up within --timeout; 2: bad arguments, or Litestream missing or refusing.",
+            width=min(shutil.get_terminal_size().columns, 100) - 2,
         ),
         epilog="example:\n  sqlitefair litestream-verify /srv/app.db --config /etc/litestream.yml",
         formatter_class=argparse.RawDescriptionHelpFormatter,
