@@ -70,7 +70,7 @@ SENTINEL_TABLE = "_sqlitefair_litestream_verify"
 #: Litestream's own default config file, used when neither ``config`` nor ``replica`` is given.
 DEFAULT_CONFIG = "/etc/litestream.yml"
 
-#: Seconds one ``litestream`` call other than a restore may take (it reads a listing).
+#: Seconds ``litestream version`` may take (it answers at once; a hung executable must not hang us).
 _COMMAND_TIMEOUT = 60.0
 
 
