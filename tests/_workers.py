@@ -167,3 +167,59 @@ def transfer_money(path: str, worker: str, threads: int, transfers: int, account
         w.join(120)
     pool.close()
     return sum(done)
+
+
+def replicated_writer(
+    path: str, log_path: str, stop_path: str, threads: int, wal_limit: int | None, check_every: float, checkpoints: str
+) -> None:
+    """Write rows from ``threads`` threads while a reader thread reads all the time, for the
+    Litestream tests: each transaction inserts a row and bumps the counter, logging 'begin KEY'
+    before and 'ok KEY MONOTONIC' right after its commit (os.write: the log survives SIGKILL).
+
+    ``check_every`` overrides how often the writer looks at the WAL's size (``wal_limit``'s
+    checkpoint runs at most that often); ``checkpoints`` is the pool's ``checkpoints=``.  Stops when ``stop_path`` exists (60 s at most),
+    logging 'stats CHECKPOINTS SKIPPED ERRORS'.
+    """
+    import threading
+    import warnings
+
+    from sqlitefair import _defaults
+
+    # Litestream writes the database outside sqlitefair's queue: on an SQLite with the WAL-reset bug
+    # every pool warns once (see docs/beyond-one-machine.md); the test process does not need to hear it.
+    warnings.simplefilter("ignore", sqlitefair.WalResetBugWarning)
+    _defaults.WAL_CHECK_INTERVAL = check_every
+    pool = sqlitefair.connect(path, readers=2, timeout=30, wal_limit=wal_limit, checkpoints=checkpoints)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    give_up = time.monotonic() + 60
+    errors: list[str] = []
+
+    def write(tag: int) -> None:
+        seq = 0
+        while not os.path.exists(stop_path) and time.monotonic() < give_up:
+            key = f"{os.getpid()}-{tag}-{seq}"
+            seq += 1
+            os.write(fd, f"begin {key}\n".encode())
+            try:
+                with pool.transaction() as conn:
+                    conn.execute("insert into log(key, v) values (?, randomblob(400))", (key,))
+                    conn.execute("update counter set n = n + 1")
+            except Exception as exc:  # noqa: BLE001 - reported in the stats line
+                errors.append(repr(exc))
+            else:
+                os.write(fd, f"ok {key} {time.monotonic()!r}\n".encode())
+
+    def read() -> None:
+        while not os.path.exists(stop_path) and time.monotonic() < give_up:
+            with pool.read() as conn:  # keeps the WAL in use, as a busy web app's readers do
+                conn.execute("select count(*), sum(length(v)) from (select v from log order by id desc limit 500)").fetchone()
+
+    workers = [threading.Thread(target=write, args=(t,)) for t in range(threads)] + [threading.Thread(target=read)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(90)
+    stats = pool.stats()
+    os.write(fd, f"stats {os.getpid()} {stats.checkpoints} {stats.checkpoints_skipped} {len(errors)} {errors[:1]!r}\n".encode())
+    os.close(fd)
+    pool.close()

@@ -27,7 +27,9 @@ def documented(text: str) -> set[str]:
 
 
 def public_names() -> list[str]:
-    modules = [sqlitefair, sqlitefair.aio]
+    from sqlitefair.integrations import litestream
+
+    modules = [sqlitefair, sqlitefair.aio, litestream]
     try:
         from sqlitefair.integrations import sqlite_utils
     except ImportError:  # sqlite-utils not installed: its names are checked where it is

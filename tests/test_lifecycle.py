@@ -72,6 +72,9 @@ def test_pragmas_can_be_overridden_and_dropped(make_pool: Callable[..., sqlitefa
         ({"busy_policy": "fast"}, "busy_policy must be a sqlitefair.BusyPolicy"),
         ({"backend": "postgres"}, "unknown backend 'postgres'"),
         ({"on_connect": 42}, "on_connect must be callable"),
+        ({"checkpoints": "litestream"}, "checkpoints must be 'auto' or 'external'"),
+        ({"checkpoints": "external", "wal_limit": 1024}, "wal_limit=1024 has no effect with checkpoints='external'"),
+        ({"checkpoints": "external", "pragmas": {"wal_autocheckpoint": 100}}, "wal_autocheckpoint=100 contradicts checkpoints='external'"),
     ],
 )
 def test_bad_arguments_are_clear_errors(db_path: Path, kwargs: dict[str, object], message: str) -> None:

@@ -220,6 +220,33 @@ def run_constant_readers(pool: sqlitefair.Pool, commits: int) -> int:
     return largest
 
 
+def test_external_checkpoints_leave_every_checkpoint_to_another_program(db_path: Path, backend: str) -> None:
+    """``checkpoints="external"``: after far more than SQLite's auto-checkpoint threshold (1000
+    pages) of commits, with readers, no page went back into the database file and the pool ran
+    no checkpoint of its own; with the default, the same load did checkpoint (the control)."""
+    sizes = {}
+    for mode in ("auto", "external"):
+        path = db_path.with_name(f"{mode}.db")
+        pool = sqlitefair.connect(path, backend=backend, checkpoints=mode)
+        try:
+            with pool.transaction() as conn:
+                conn.execute("create table t(id integer primary key, v blob)")
+            before = os.path.getsize(path)
+            for _ in range(60):  # 60 x 100 rows x 1 KiB: about 1500 pages of 4 KiB
+                with pool.transaction() as conn:
+                    conn.executemany("insert into t(v) values (randomblob(1024))", [()] * 100)
+                with pool.read() as conn:
+                    conn.execute("select count(*) from t").fetchone()
+            sizes[mode] = (before, os.path.getsize(path), os.path.getsize(f"{path}-wal"), pool.stats())
+        finally:
+            pool.close()
+    before, after, wal, stats = sizes["external"]
+    assert after == before, f"{after - before} bytes were checkpointed into the database file"
+    assert wal > 6 * 2**20 and stats.checkpoints == 0 and stats.checkpoints_skipped == 0
+    before, after, _, _ = sizes["auto"]
+    assert after > before + 2**20, "the control did not checkpoint: the test would prove nothing"
+
+
 @pytest.mark.parametrize("limit", [None, 512 * 1024])
 def test_wal_stays_bounded_under_constant_readers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int | None

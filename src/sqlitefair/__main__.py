@@ -15,10 +15,12 @@ __all__ = ("main",)
 
 def build_parser() -> argparse.ArgumentParser:
     from ._bench import cli as bench_cli
+    from .integrations import litestream
 
     parser = argparse.ArgumentParser(prog="sqlitefair", description="Tools for sqlitefair, a fair SQLite connection pool.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     bench_cli.add_subparser(subparsers)
+    litestream.add_subparser(subparsers)
     return parser
 
 

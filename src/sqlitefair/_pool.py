@@ -134,6 +134,30 @@ if hasattr(os, "register_at_fork"):
     )
 
 
+def _leave_checkpoints_to_another_program(wal_limit: int | None, pragmas: dict[str, object]) -> None:
+    """``checkpoints="external"``: no connection of the pool ever checkpoints (SQLite's automatic
+    checkpoint off, no ``wal_limit`` checkpoint), so another program (Litestream) does them all.
+
+    Beside Litestream a checkpoint of ours could never complete anyway (Litestream keeps a read
+    transaction open), the automatic one would only copy pages in our commits' time, and an
+    SQLite with the WAL-reset bug would never run the checkpoint that the bug lives in.
+    Returns the pool's ``wal_limit``: ``None``; a limit or pragma that asks for checkpoints is
+    refused rather than ignored."""
+    if wal_limit is not None and wal_limit != _defaults.WAL_LIMIT:
+        raise ConfigurationError(
+            f"wal_limit={wal_limit!r} has no effect with checkpoints='external': the pool never checkpoints. "
+            "Bound the WAL in the program that checkpoints (Litestream: min-checkpoint-page-count, "
+            "truncate-page-n), or leave out checkpoints='external'."
+        )
+    if pragmas.get("wal_autocheckpoint", 0) != 0:
+        raise ConfigurationError(
+            f"pragma wal_autocheckpoint={pragmas['wal_autocheckpoint']!r} contradicts checkpoints='external', "
+            "which turns SQLite's automatic checkpoint off (wal_autocheckpoint=0); leave one of them out."
+        )
+    pragmas["wal_autocheckpoint"] = 0
+    return None
+
+
 class Pool:
     """A fair connection pool for one SQLite database file; make one with :func:`connect`."""
 
@@ -151,6 +175,7 @@ class Pool:
         group_commit: bool = False,
         handoff: str = _defaults.HANDOFF,
         process_queue: bool = True,
+        checkpoints: str = "auto",
     ) -> None:
         self._target, self._uri, self._name = database_target(path)
         #: The database file's absolute path (also for a ``file:`` URI).
@@ -169,10 +194,14 @@ class Pool:
         self._group_commit = group_commit
         if wal_limit is not None and (isinstance(wal_limit, bool) or not isinstance(wal_limit, int) or wal_limit < 0):
             raise ConfigurationError(f"wal_limit must be an int >= 0 (bytes) or None, got {wal_limit!r}")
+        if checkpoints not in ("auto", "external"):
+            raise ConfigurationError(f"checkpoints must be 'auto' or 'external', got {checkpoints!r}")
         if isinstance(readers, bool) or not isinstance(readers, int) or readers < 1:
             raise ConfigurationError(f"readers must be an int >= 1, got {readers!r}")
         self._timeout = check_timeout(timeout)
         pragmas = merge_pragmas(pragmas)
+        if checkpoints == "external":
+            wal_limit = _leave_checkpoints_to_another_program(wal_limit, pragmas)
         if busy_policy is None:
             busy_policy = FairRetry()
         if not isinstance(busy_policy, BusyPolicy):
@@ -587,6 +616,7 @@ def connect(
     group_commit: bool = False,
     handoff: str = _defaults.HANDOFF,
     process_queue: bool = True,
+    checkpoints: str = "auto",
 ) -> Pool:
     """Open a fair pool for the SQLite database at ``path`` (created if missing).
 
@@ -614,6 +644,10 @@ def connect(
       between processes to the busy policy.  Where it cannot work (not Linux, a
       network file system, a side file that cannot be written) it is off with a
       :class:`ProcessQueueWarning`.
+    * ``checkpoints``: ``"auto"``: SQLite's automatic checkpoint after commits, and
+      ``wal_limit``'s; ``"external"``: no connection of the pool ever checkpoints
+      (``wal_autocheckpoint=0``, no ``wal_limit``), because another program does, such as
+      Litestream, whose open read transaction would keep ours from completing anyway.
 
     The file is opened once here so that mistakes fail early, then closed:
     connections are opened lazily, so a pool made before ``os.fork()`` hands
@@ -631,4 +665,5 @@ def connect(
         group_commit=group_commit,
         handoff=handoff,
         process_queue=process_queue,
+        checkpoints=checkpoints,
     )

