@@ -446,7 +446,7 @@ class ProcessQueue:
         self.in_use = False
         self._turn_mutex = threading.Lock()
         self._kept_turn = 0.0  # the turn_until of the last turn kept past a transaction (the keeper watches it)
-        self._alone = False  # no other pool had the file open when this turn began (see leave())
+        self._alone: bool | None = False  # no other pool has the file open (None: not looked yet in this turn; see leave())
         self._last_leave = float("-inf")  # when the last transaction committed (see leave())
         self._keeper: _Keeper | None = None
         self._closed = False  # close() ran: helpers that finish a wait end instead of waiting for the next
@@ -516,9 +516,9 @@ class ProcessQueue:
         self._unusable = False
         self.held = _try_take(fd)  # (taken and recorded in one statement)
         if self.held:
-            self._alone = _alone(fd)
+            self._alone = None  # looked at only if a commit in this turn comes back to back (leave())
             return self._start_turn(now)
-        self._alone = False
+        self._alone = False  # (we queued: others are there)
         if deadline is None:
             try:
                 self.held = _wait_interruptibly(fd)
@@ -565,17 +565,18 @@ class ProcessQueue:
     @protected
     def leave(self, now: float, waiters: bool) -> None:
         """A transaction committed at ``now``: keep the turn for the next while it lasts if
-        ``waiters`` (threads of this pool wait for its writer), or if no other pool had the file
-        open when the turn began and this commit came right after the one before
-        (``KEEP_ALONE_GAP``); else give it up at once: a turn kept for nobody while others may
-        want it would only make them wait.  (Alone, keeping it spares transactions back to back
-        the system calls that take a turn; a pool that opens meanwhile waits at most a turn.
-        Sparse writes give it up: the keeper's wake-ups would cost more than they spare.)"""
+        ``waiters`` (threads of this pool wait for its writer), or if this commit came right after
+        the one before (``KEEP_ALONE_GAP``) and no other pool has the file open; else give it up
+        at once: a turn kept for nobody while others may want it would only make them wait.
+        (Alone, keeping it spares transactions back to back the system calls that take a turn; a
+        pool that opens meanwhile waits at most a turn.  Sparse writes give it up: the keeper's
+        wake-ups would cost more than they spare, and they never pay for the look at who else
+        is there.)"""
         with self._turn_mutex:
             self.in_use = False
             back_to_back = now - self._last_leave < _defaults.KEEP_ALONE_GAP
             self._last_leave = now
-            if not (waiters or (self._alone and back_to_back)) or now >= self.turn_until:
+            if now >= self.turn_until or not (waiters or (back_to_back and self._alone_in_turn())):
                 self.release()
                 return
             if self._kept_turn != self.turn_until:  # kept for the first time: the keeper sees to its end
@@ -584,6 +585,16 @@ class ProcessQueue:
                 if keeper is None:
                     keeper = self._keeper = _Keeper(self)
                 keeper.arm()
+
+    def _alone_in_turn(self) -> bool:
+        """Whether no other pool has the side file open: looked at once per turn (a system call),
+        by the holder of the turn (under the turn's mutex)."""
+        if self._alone is None and self.held:
+            try:
+                self._alone = _alone(self._fd)
+            except OSError:  # (cannot happen on an open descriptor) the safe answer: give the turn up
+                self._alone = False
+        return bool(self._alone)
 
     @protected
     def abandon(self) -> None:
