@@ -141,8 +141,8 @@ def _leave_checkpoints_to_another_program(wal_limit: int | None, pragmas: dict[s
     Beside Litestream a checkpoint of ours could never complete anyway (Litestream keeps a read
     transaction open), the automatic one would only copy pages in our commits' time, and an
     SQLite with the WAL-reset bug would never run the checkpoint that the bug lives in.
-    Returns the pool's ``wal_limit``: ``None``; a limit or pragma that asks for checkpoints is
-    refused rather than ignored."""
+    Turns the automatic checkpoint off in ``pragmas``; a ``wal_limit`` or pragma that asks for
+    checkpoints is refused rather than ignored."""
     if wal_limit is not None and wal_limit != _defaults.WAL_LIMIT:
         raise ConfigurationError(
             f"wal_limit={wal_limit!r} has no effect with checkpoints='external': the pool never checkpoints. "
@@ -155,7 +155,6 @@ def _leave_checkpoints_to_another_program(wal_limit: int | None, pragmas: dict[s
             "which turns SQLite's automatic checkpoint off (wal_autocheckpoint=0); leave one of them out."
         )
     pragmas["wal_autocheckpoint"] = 0
-    return None
 
 
 class Pool:
@@ -201,7 +200,8 @@ class Pool:
         self._timeout = check_timeout(timeout)
         pragmas = merge_pragmas(pragmas)
         if checkpoints == "external":
-            wal_limit = _leave_checkpoints_to_another_program(wal_limit, pragmas)
+            _leave_checkpoints_to_another_program(wal_limit, pragmas)
+            wal_limit = None  # (nor does the pool's own checkpoint run)
         if busy_policy is None:
             busy_policy = FairRetry()
         if not isinstance(busy_policy, BusyPolicy):
