@@ -185,6 +185,10 @@ def replicated_writer(
 
     from sqlitefair import _defaults
 
+    # Below Litestream's priority: on two cores these writers alone would saturate the CPUs, and a
+    # Litestream whose timers fire late falls behind its intervals, which the tests hold it to (a
+    # CI run on the free-threaded build saw it 2.4 s behind its 2 s bound).
+    os.nice(10)
     # Litestream writes the database outside sqlitefair's queue: on an SQLite with the WAL-reset bug
     # every pool warns once (see docs/beyond-one-machine.md); the test process does not need to hear it.
     warnings.simplefilter("ignore", sqlitefair.WalResetBugWarning)
