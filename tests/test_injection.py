@@ -1,8 +1,8 @@
 """An exception at every line of the pool's acquire and release paths leaves the pool whole.
 
 Deterministic, not by timing: a scenario (a transaction, a nested one, a
-read; uncontended, queued behind another thread, and handing over to a
-queued thread) runs once under ``sys.settrace`` to list the line events of
+read, a ``write(fn)`` call with and without group commit; uncontended,
+queued behind another thread, and handing over to a queued thread) runs once under ``sys.settrace`` to list the line events of
 the pool's own code, then once per line event with an exception injected
 exactly there:
 
@@ -10,7 +10,7 @@ exactly there:
   a Ctrl-C or ``kill -INT`` would land: the pool's bookkeeping defers it,
   its waits take it at once;
 * ``raise``: an exception raised at that line of the pool-level code
-  (``_writer``, ``_readers``), as a ``MemoryError`` or a warning turned into
+  (``_writer``, ``_readers``, ``_combining``), as a ``MemoryError`` or a warning turned into
   an error would be.  (The lock's few mutex-held lines rely on deferral and
   are covered by the ``signal`` mode.  A ``try:`` line is skipped here: it
   compiles to a ``NOP``, which can neither raise nor take a signal, and which
@@ -39,14 +39,25 @@ from typing import Any, Callable
 import pytest
 
 import sqlitefair
-from sqlitefair import _defaults, _fairlock, _interrupts, _procqueue, _readers, _slots, _wal, _waitqueue, _writer
+from sqlitefair import (
+    _combining,
+    _defaults,
+    _fairlock,
+    _interrupts,
+    _procqueue,
+    _readers,
+    _slots,
+    _wal,
+    _waitqueue,
+    _writer,
+)
 
 pytestmark = pytest.mark.skipif(
     threading.current_thread() is not threading.main_thread(), reason="signals are delivered to the main thread"
 )
 
-_PATH_MODULES = (_writer, _readers, _fairlock, _slots, _waitqueue, _wal, _procqueue)
-_POOL_LEVEL = {Path(m.__file__).resolve() for m in (_writer, _readers)}  # type: ignore[arg-type]
+_PATH_MODULES = (_writer, _readers, _combining, _fairlock, _slots, _waitqueue, _wal, _procqueue)
+_POOL_LEVEL = {Path(m.__file__).resolve() for m in (_writer, _readers, _combining)}  # type: ignore[arg-type]
 _PATH_FILES = {Path(m.__file__).resolve() for m in _PATH_MODULES}  # type: ignore[arg-type]
 _SKIP_NAMES = {"statistics", "_statistics_locked", "__repr__", "wait_stats", "queued_or_holding", "held_by_current_thread"}
 
@@ -148,8 +159,8 @@ def writer_nested(pool: sqlitefair.Pool, k: int, done: list[int], stop: Flag) ->
     return []
 
 
-def writer_queued(pool: sqlitefair.Pool, k: int, done: list[int], stop: Flag) -> list[threading.Thread]:
-    """Another thread holds the writer until this one has queued: the slow path and the hand-over."""
+def _behind_a_holder(pool: sqlitefair.Pool, stop: Flag, run: Callable[[], object]) -> list[threading.Thread]:
+    """``run()`` in this thread while another thread holds the writer until this one has queued."""
     held = Flag()
 
     def holder() -> None:
@@ -161,11 +172,20 @@ def writer_queued(pool: sqlitefair.Pool, k: int, done: list[int], stop: Flag) ->
     t.start()
     held.wait(5)
     try:
-        with pool.transaction(timeout=5) as conn:
-            _insert_block(conn, k, done)
+        run()
     finally:
         stop.set()
     return [t]
+
+
+def writer_queued(pool: sqlitefair.Pool, k: int, done: list[int], stop: Flag) -> list[threading.Thread]:
+    """Another thread holds the writer until this one has queued: the slow path and the hand-over."""
+
+    def block() -> None:
+        with pool.transaction(timeout=5) as conn:
+            _insert_block(conn, k, done)
+
+    return _behind_a_holder(pool, stop, block)
 
 
 def writer_hands_over(pool: sqlitefair.Pool, k: int, done: list[int], stop: Flag) -> list[threading.Thread]:
@@ -296,6 +316,59 @@ def read_first_use(pool: sqlitefair.Pool, k: int, done: list[int], stop: Flag) -
     return read_alone(pool, k, done, stop)
 
 
+def _write_block(conn: Any, k: int, done: list[int]) -> int:
+    _insert_block(conn, k, done)
+    return k
+
+
+def write_group(pool: sqlitefair.Pool, k: int, done: list[int], stop: Flag) -> list[threading.Thread]:
+    """``pool.write(fn)`` with group commit: the call queues, is granted the writer, runs in a
+    savepoint of a group's transaction (the main thread runs its own call only)."""
+    assert pool.write(_write_block, k, done, timeout=5) == k
+    return []
+
+
+def write_group_queued(pool: sqlitefair.Pool, k: int, done: list[int], stop: Flag) -> list[threading.Thread]:
+    """As write_group, queued behind a transaction of another thread: the call's wait, its grant."""
+
+    def call() -> None:
+        assert pool.write(_write_block, k, done, timeout=5) == k
+
+    return _behind_a_holder(pool, stop, call)
+
+
+def write_group_hands_over(pool: sqlitefair.Pool, k: int, done: list[int], stop: Flag) -> list[threading.Thread]:
+    """As write_group, while another thread's write() call queues behind it: the hand-over."""
+    entered = Flag()
+
+    def follower() -> None:
+        entered.wait(5)
+        pool.write(lambda conn: None, timeout=5)
+
+    def call(conn: Any) -> int:
+        entered.set()
+        _insert_block(conn, k, done)
+        _wait_for(lambda: pool.stats().writer_queue >= 1, stop)
+        return k
+
+    t = threading.Thread(target=follower)
+    t.start()
+    try:
+        assert pool.write(call, timeout=5) == k
+    finally:
+        entered.set()
+    return [t]
+
+
+def write_combining(pool: sqlitefair.Pool, k: int, done: list[int], stop: Flag) -> list[threading.Thread]:
+    """As write_group_queued, without group commit, on the combining path (forced on GIL builds,
+    see _run): the call runs in a lent transaction of its own."""
+    return write_group_queued(pool, k, done, stop)
+
+
+_WRITE_SCENARIOS = (write_group, write_group_queued, write_group_hands_over, write_combining)
+
+
 def _forget_connections(pool: sqlitefair.Pool) -> None:
     """Close the pool's idle connections, so that the next checkout opens one (its first-use path)."""
     state = pool._state
@@ -308,6 +381,7 @@ def _forget_connections(pool: sqlitefair.Pool) -> None:
 SCENARIOS = [
     writer_alone, writer_checkpoints, writer_first_use, writer_nested, writer_queued, writer_hands_over,
     writer_barges, writer_behind_other_process, read_alone, read_first_use, read_queued, read_hands_over,
+    *_WRITE_SCENARIOS,
 ]
 
 
@@ -353,6 +427,8 @@ def _assert_whole(pool: sqlitefair.Pool, probe: Any, k: int, done: list[int], wh
         time.sleep(0.001)
         stats = pool.stats()
     assert not stats.writer_in_use and stats.writer_queue == 0, f"{where}: writer left held/queued: {stats}"
+    lock = pool._state.writer.lock
+    assert lock._lender is None and lock._borrower is None, f"{where}: the writer was left lent"
     assert stats.readers_in_use == 0 and stats.reader_queue == 0, f"{where}: reader left held/queued: {stats}"
     with pool.transaction(timeout=1) as conn:
         conn.execute("insert into t(k, part) values (?, 'probe')", (k,))
@@ -402,7 +478,15 @@ def test_an_exception_at_every_line_leaves_the_pool_whole(
     # barging bound so long that the waiter is always woken to compete.
     if scenario is writer_barges:
         monkeypatch.setattr(_defaults, "BARGING_WINDOW", 3600.0)
-    pool = sqlitefair.connect(path, readers=1, timeout=5, handoff="bounded" if scenario is writer_barges else "strict")
+    pool = sqlitefair.connect(
+        path,
+        readers=1,
+        timeout=5,
+        handoff="bounded" if scenario is writer_barges else "strict",
+        group_commit=scenario in _WRITE_SCENARIOS and scenario is not write_combining,
+    )
+    if scenario is write_combining:
+        monkeypatch.setattr(_combining, "combines", lambda pool: True)
     assert _interrupts.signal_protection_active(), "the deferring SIGINT handler is not installed"
     with pool.transaction() as conn:
         conn.execute("create table t(k, part)")

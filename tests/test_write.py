@@ -180,6 +180,71 @@ def test_a_failed_group_commit_fails_every_call_of_it_and_nothing_is_visible(
     assert committed() == ["after"]
 
 
+def test_a_call_whose_statement_rolls_back_the_whole_group_fails_the_calls_before_it(
+    make_pool: Callable[..., sqlitefair.Pool], committed: Callable[..., list[Any]]
+) -> None:
+    """ON CONFLICT ROLLBACK in one call ends the whole group's transaction, not only the call's
+    savepoint: that call gets its own error, the calls of the group that ran before it get a
+    GroupCommitError (none reports success, nothing of them is visible), and the calls after it run
+    in a transaction of their own and commit."""
+    pool = make_pool(readers=2, timeout=10, group_commit=True)
+    with pool.transaction() as conn:
+        conn.execute("create table t(id integer primary key, v unique on conflict rollback)")
+        conn.execute("insert into t(v) values ('taken')")
+
+    def call(conn: Any, tag: str) -> str:
+        conn.execute("insert into t(v) values (?)", ("taken" if tag == "clash" else tag,))
+        return tag
+
+    with held_by_another_thread(pool.transaction()) as (_, leave):
+        workers = queue_writes(pool, ["a", "b", "clash", "c", "d"], call)
+        leave()
+    for w in workers[:2]:
+        with pytest.raises(sqlitefair.GroupCommitError):
+            w.finish()
+    with pytest.raises(sqlite3.IntegrityError if pool.backend == "sqlite3" else Exception) as info:
+        workers[2].finish()
+    assert "UNIQUE" in str(info.value).upper()
+    assert [w.finish() for w in workers[3:]] == ["c", "d"]
+    assert committed() == ["taken", "c", "d"]
+    assert pool.write(call, "after") == "after"  # the writer is whole
+
+
+def test_a_call_that_leaves_a_nested_block_open_fails_its_group(
+    make_pool: Callable[..., sqlitefair.Pool], committed: Callable[..., list[Any]]
+) -> None:
+    """A call that returns with a transaction() block of its own still open cannot be committed (the
+    block's savepoint would be committed half done): it gets a NestingError, the calls before it in
+    its group a GroupCommitError, and the calls after it commit in the next transaction."""
+    pool = make_pool(readers=2, timeout=10, group_commit=True)
+    with pool.transaction() as conn:
+        conn.execute("create table t(id integer primary key, v)")
+    left_open: list[Any] = []
+
+    def call(conn: Any, tag: str) -> str:
+        if tag == "leaky":
+            block = pool.transaction()
+            block.__enter__().execute("insert into t(v) values ('half')")
+            left_open.append(block)
+        else:
+            conn.execute("insert into t(v) values (?)", (tag,))
+        return tag
+
+    with held_by_another_thread(pool.transaction()) as (_, leave):
+        workers = queue_writes(pool, ["a", "leaky", "c"], call)
+        leave()
+    with pytest.raises(sqlitefair.GroupCommitError):
+        workers[0].finish()
+    with pytest.raises(sqlitefair.NestingError, match="left a nested transaction"):
+        workers[1].finish()
+    assert workers[2].finish() == "c"
+    assert committed() == ["c"]
+    with pytest.raises(sqlitefair.SqlitefairError):  # the block's transaction ended without it
+        left_open[0].__exit__(None, None, None)
+    assert pool.write(call, "after") == "after"
+    assert committed() == ["c", "after"]
+
+
 def test_transaction_control_in_fn_is_refused_and_nothing_commits(wpool: sqlitefair.Pool, committed: Callable[..., list[Any]]) -> None:
     def sneaky(conn: Any, tag: str) -> None:
         conn.execute("insert into t(v) values (?)", (tag,))

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import apsw
 
-from ._backends import GuardedBackend, check_role, gil_enabled
+from ._backends import GuardedBackend, _own_sql, _own_sql_cache, check_role, gil_enabled
 from ._busy import BusyPolicy, BusyTimeout
 from ._errors import FreeThreadingWarning, PoolTimeout, TransactionControlError
 from ._guard import OWN_SQL_SUFFIX, TRANSACTION_LOST, TxnPolice, not_checked_out, note_failure
@@ -253,7 +253,7 @@ class ApswBackend(GuardedBackend):
         police = getattr(conn, "_sf_police", None)
         if police is not None:
             police.own = True
-            sql += OWN_SQL_SUFFIX
+            sql = _own_sql_cache.get(sql) or _own_sql(sql)
         try:
             for _ in apsw.Cursor(conn).execute(sql):
                 pass

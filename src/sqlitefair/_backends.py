@@ -33,14 +33,19 @@ def check_role(role: str | None) -> None:
         raise ValueError(f"role must be 'writer', 'reader' or None, not {role!r}")
 
 
+#: The pool's own statements as it sends them (``_own_sql``): a few dozen (BEGIN, COMMIT, savepoints
+#: by depth, pragmas); bounded all the same.
 _own_sql_cache: dict[str, str] = {}
+_OWN_SQL_CACHE_MAX = 512
 
 
 def _own_sql(sql: str) -> str:
     """``sql`` as the pool's own statement (its own statement-cache entry); cached for the hot path."""
     own = _own_sql_cache.get(sql)
     if own is None:
-        own = _own_sql_cache[sql] = sql + OWN_SQL_SUFFIX
+        own = sql + OWN_SQL_SUFFIX
+        if len(_own_sql_cache) < _OWN_SQL_CACHE_MAX:
+            _own_sql_cache[sql] = own
     return own
 
 
@@ -178,8 +183,8 @@ class Sqlite3Backend(GuardedBackend):
             _sqlite3_execute(conn, sql).close()
             return
         police.own = True
-        try:
-            _sqlite3_execute(conn, sql + OWN_SQL_SUFFIX).close()
+        try:  # (a cached string: its hash, which the statement cache looks up, is computed once)
+            _sqlite3_execute(conn, _own_sql_cache.get(sql) or _own_sql(sql)).close()
         finally:
             police.own = False
 

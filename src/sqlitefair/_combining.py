@@ -23,7 +23,7 @@ the time.  A *callable* can be run by whichever thread holds the writer, so:
   which combines in turn).
 * **Group commit** (``connect(..., group_commit=True)``).  The combiner runs
   consecutive calls in one ``BEGIN IMMEDIATE ... COMMIT``, each in a
-  ``SAVEPOINT`` of its own (a nested ``transaction()``): a call that raises
+  ``SAVEPOINT`` of its own (:func:`_run_in_savepoint`): a call that raises
   rolls back only itself and gets its exception; a failed ``COMMIT`` fails
   every call of the batch.  A batch holds at most ``GROUP_COMMIT_MAX_CALLS``
   calls and takes new ones for at most ``GROUP_COMMIT_MAX_SECONDS``.  Every
@@ -51,7 +51,9 @@ from time import monotonic
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import _interrupts
-from ._errors import GroupCommitError, SqlitefairError
+from ._backends import Backend
+from ._errors import GroupCommitError, NestingError, SqlitefairError, TransactionControlError
+from ._guard import RESERVED_SAVEPOINT_PREFIX
 from ._fairlock import FairLock, Permit, _gil_enabled
 from ._interrupts import interruptible, protected
 from ._waitqueue import LockTimeout, Waiter
@@ -99,10 +101,6 @@ class _LentTransaction(Transaction):
 
     __slots__ = ()
     _records_wait = False
-
-
-def _is_call(waiter: Waiter) -> bool:
-    return isinstance(waiter.permit, _Call)
 
 
 def combines(pool: Pool) -> bool:
@@ -187,11 +185,17 @@ def _queue_and_run(pool: Pool, call: _Call, timeout: float | None) -> None:
     state = pool._state
     lock = state.writer.lock
     try:
-        lock.acquire(timeout, permit=call, now=call.arrived, queue=True)  # the writer, or our call done by a combiner
-    except LockTimeout as exc:
-        raise state.writer.timeout_error(exc, timeout) from None
-    if not call.done:  # granted the writer: from here on, _serve's finally hands it on
-        _serve(pool, lock, call)
+        lock._queue_call(call, call.arrived, timeout)  # the writer, or our call done by a combiner
+        if not call.done:  # granted the writer: _serve's finally hands it on
+            _serve(pool, lock, call)
+    except BaseException as exc:
+        # Cut short between the grant and _serve's try, or in its finally: hand the writer on.
+        lock._end_loan(call)
+        if lock.holds(call):
+            lock.release(call)
+        if isinstance(exc, LockTimeout):  # (nothing held: it never got the writer)
+            raise state.writer.timeout_error(exc, timeout) from None
+        raise
 
 
 @protected
@@ -223,12 +227,12 @@ def _serve(pool: Pool, lock: FairLock, own: _Call) -> None:
             elif not combine or monotonic() >= until or state.shut_down:
                 break
             else:
-                waiter = _claim(pool, lock, own, done)
-                if waiter is None:
+                claimed = _claim(pool, lock, own, GROUP_COMMIT_MAX_CALLS if group else 1, done)
+                if not claimed:
                     break
-                batch = [(waiter.permit, waiter)]
+                batch = [(waiter.permit, waiter) for waiter in claimed]
                 taken = [item for item in taken if item[1].grant is None]
-                taken.append((waiter.permit, waiter))
+                taken.extend(batch)  # type: ignore[arg-type]
     finally:
         for call, waiter in taken:  # cut short: nobody may be left waiting for an outcome
             if waiter.grant is not None:  # completed already (only this thread completes them)
@@ -241,13 +245,19 @@ def _serve(pool: Pool, lock: FairLock, own: _Call) -> None:
         lock.release(own)
 
 
-def _claim(pool: Pool, lock: FairLock, own: Permit, done: list[tuple[Waiter, _Call]] | None = None) -> Waiter | None:
-    """Take the next write() call from the head of the queue, if that is one (counting its wait);
-    first wake the callers of ``done``, (waiter, call) pairs whose calls ran."""
-    waiter = lock._claim_next(own, _is_call, done)
-    if waiter is not None:
-        pool._stats.write_waited(monotonic() - waiter.permit.arrived)
-    return waiter
+def _claim(
+    pool: Pool, lock: FairLock, own: Permit, limit: int, done: list[tuple[Waiter, _Call]] | None = None
+) -> list[Waiter]:
+    """Take the write() calls at the head of the queue, up to ``limit`` (counting their waits);
+    first wake the callers of ``done``, (waiter, call) pairs whose calls ran.  Taking several under
+    one acquisition of the lock's mutex spares a group commit an acquisition per call."""
+    claimed = lock._claim_next(own, _Call, done, limit)
+    if claimed:
+        now = monotonic()
+        record = pool._stats.write_waited
+        for waiter in claimed:
+            record(now - waiter.permit.arrived)
+    return claimed
 
 
 def _run_alone(pool: Pool, lock: FairLock, own: _Call, call: _Call) -> None:
@@ -273,58 +283,122 @@ def _run_group(
 ) -> list[tuple[_Call, Waiter | None]]:
     """Run ``batch`` (and, if ``taken`` is given, write() calls claimed from the queue while the
     batch is open) in one transaction, each call in a savepoint; return the calls that did not run
-    (the transaction could only roll back: they go in the next one)."""
+    (the transaction could only roll back: they go in the next one).  Every call of ``batch`` is
+    done on return: committed, or failed with nothing of it committed."""
     tx = _LentTransaction(pool, pool._timeout)
-    lock._lend(own, tx)
-    ran: list[_Call] = []
+    backend = pool._backend
     left: list[tuple[_Call, Waiter | None]] = []
+    begun = False
+    i = 0  # batch[i] is the call that runs (or runs next); those before it ran
     try:
+        lock._lend(own, tx)
         with tx as conn:
+            begun = True
             until = monotonic() + GROUP_COMMIT_MAX_SECONDS
-            i = 0
             while True:
                 if i == len(batch):
                     if taken is None or len(batch) >= GROUP_COMMIT_MAX_CALLS or monotonic() >= until:
                         break
-                    waiter = _claim(pool, lock, tx)
-                    if waiter is None:
+                    claimed = _claim(pool, lock, tx, GROUP_COMMIT_MAX_CALLS - len(batch))
+                    if not claimed:
                         break
-                    batch.append((waiter.permit, waiter))
-                    taken.append((waiter.permit, waiter))
-                call = batch[i][0]
+                    for waiter in claimed:
+                        batch.append((waiter.permit, waiter))
+                        taken.append((waiter.permit, waiter))
                 if tx._doomed is not None or not tx._conn.in_transaction:
                     left = batch[i:]  # a call before broke the transaction: these run in the next one
                     del batch[i:]
                     break
-                try:
-                    with pool.transaction() as savepoint:  # nested: a SAVEPOINT of this call's own
-                        call.result = _invoke(call, savepoint)
-                except BaseException as exc:  # noqa: BLE001 - the caller's outcome
-                    call.error = exc
-                ran.append(call)
+                _run_in_savepoint(backend, tx, conn, batch[i][0])
                 i += 1
-    except BaseException as exc:  # noqa: BLE001 - BEGIN or COMMIT failed: nothing of the batch is committed
-        for call in ran:
+    except BaseException as exc:  # noqa: BLE001 - nothing of the batch is committed
+        if begun:  # calls claimed and not begun yet run in the next transaction; the others failed
+            left = batch[i + 1 :] + left
+            del batch[i + 1 :]
+        for call, _ in batch:
             if call.error is None:
-                error = GroupCommitError(
-                    f"the group commit that contained this write() call failed ({type(exc).__name__}: {exc}); "
-                    "nothing of the call was committed"
-                )
-                error.__cause__ = exc
-                call.error = error
-        if not ran:  # BEGIN failed: the batch's first call gets the error itself (a timeout, a closed
-            for call, _ in batch:  # pool), the others a GroupCommitError of their own, from it
-                if call is batch[0][0]:
-                    call.error = exc
-                else:
-                    call.error = GroupCommitError(f"the group commit for this write() call could not begin ({exc})")
-                    call.error.__cause__ = exc
-                ran.append(call)
+                call.error = _group_failure(exc, call, own, None if begun else batch[0][0])
     finally:
         lock._end_loan(own)
-    for call in ran:
+    for call, _ in batch:
         call.done = True
     return left
+
+
+def _group_failure(exc: BaseException, call: _Call, own: _Call, first: _Call | None) -> BaseException:
+    """What ``call`` gets when its group's transaction failed with ``exc``: ``exc`` itself if it is
+    an interrupt of this thread and ``call`` its own (a Ctrl-C stays a KeyboardInterrupt), or if
+    the transaction never began and ``call`` is ``first`` (a timeout, a closed pool); else a
+    :class:`GroupCommitError` from ``exc``."""
+    if (call is own and not isinstance(exc, Exception)) or call is first:
+        return exc
+    if first is not None:
+        error = GroupCommitError(f"the group commit for this write() call could not begin ({exc})")
+    else:
+        error = GroupCommitError(
+            f"the group commit that contained this write() call failed ({type(exc).__name__}: {exc}); "
+            "nothing of the call was committed"
+        )
+    error.__cause__ = exc
+    return error
+
+
+#: The savepoint each call of a group commit runs in (the prefix is reserved: user SQL cannot end it).
+_SAVEPOINT = f"SAVEPOINT {RESERVED_SAVEPOINT_PREFIX}_call"
+_RELEASE = f"RELEASE {RESERVED_SAVEPOINT_PREFIX}_call"
+_ROLLBACK_TO = f"ROLLBACK TO {RESERVED_SAVEPOINT_PREFIX}_call"
+
+_ROLLED_BACK = (
+    "SQLite rolled back the whole group commit when a statement of this write() call failed (ON "
+    "CONFLICT ROLLBACK, RAISE(ROLLBACK) in a trigger, an interrupt, a full disk), not only the call's "
+    "savepoint; nothing of the call was committed."
+)
+_LEFT_OPEN = (
+    "this write() call left a nested transaction() block open (or ended blocks out of order); the "
+    "group commit that contained it was rolled back, nothing of the call was committed. End every "
+    "block the call opens before it returns."
+)
+
+
+def _run_in_savepoint(backend: Backend, tx: Transaction, conn: Any, call: _Call) -> None:
+    """Run ``call`` in a SAVEPOINT of the batch's transaction ``tx``: if it raises, only its own
+    work is rolled back, and it gets its exception.
+
+    Written out here rather than as a nested ``pool.transaction()``, whose bookkeeping cost as
+    much as the call on short transactions: blocks the call opens nest in ``tx`` as in any
+    transaction.  The call must leave ``tx`` as it found it (open, no block of its own left
+    open); if not, ``tx`` is doomed (it can only roll back; the calls after this one go in the
+    next transaction) and the call gets the reason.  A call that closed the connection leaves
+    it to the batch's next look at the transaction, which raises."""
+    backend.execute(conn, _SAVEPOINT)
+    try:
+        call.result = _invoke(call, conn)
+    except BaseException as exc:  # noqa: BLE001 - the caller's outcome, raised in the caller
+        call.error = exc
+    try:
+        still_open = conn.in_transaction
+    except Exception:  # closed by the call
+        return
+    problem: SqlitefairError
+    if still_open and tx._doomed is None and len(tx._stack) == 1:  # as the call found it
+        try:
+            if call.error is not None:
+                backend.execute(conn, _ROLLBACK_TO)
+            backend.execute(conn, _RELEASE)
+            return
+        except Exception as exc:  # (never seen) the savepoint could not be ended: roll everything back
+            problem = TransactionControlError(f"ending the savepoint of this write() call failed ({exc})")
+            problem.__cause__ = exc
+    elif not still_open:
+        problem = TransactionControlError(_ROLLED_BACK)
+    elif tx._doomed is not None:
+        problem = NestingError(tx._doomed)
+    else:
+        problem = NestingError(_LEFT_OPEN)
+    if tx._doomed is None:
+        tx._doomed = str(problem)
+    if call.error is None:
+        call.error = problem
 
 
 @interruptible

@@ -180,7 +180,7 @@ class FairSemaphore:
             self._queue.hand_over_locked(self._grant_locked)
 
     def _grant_locked(self, waiter: Waiter) -> Permit:
-        granted = Permit(waiter.ident, monotonic(), waiter.name)
+        granted = Permit(waiter.ident, monotonic())
         self._holders[granted] = None
         return granted
 
@@ -383,6 +383,29 @@ class FairLock:
                     waiter.since = now
             waiter.permit = permit
             waiter.competes = self._barging is not None
+        return self._wait_queued(waiter, timeout)
+
+    @protected
+    def _queue_call(self, call: Permit, arrived: float, timeout: float | None) -> Permit:
+        """:meth:`acquire` for a ``write()`` call (``permit=call``, ``queue=True``, no cancel scope):
+        take the lock if it is free, else join the FIFO queue at once, by ``arrived``, where a
+        combiner may take the call up.  Returns ``call``: granted the lock, or its work done by a
+        combiner (``call.done``).  Written out, not through :meth:`acquire`: every ``write()``
+        caller runs it, and on a GIL build a caller's Python delays the combiner."""
+        if self._baton.acquire(False):
+            return self._take(call, arrived)
+        with self._mutex:
+            if self._baton.acquire(False):  # released meanwhile
+                return self._take(call, monotonic())
+            waiter = self._queue.join_locked(None)
+            waiter.since = arrived  # (read before the join's own clock read)
+            waiter.permit = call
+            waiter.competes = self._barging is not None
+        return self._wait_queued(waiter, timeout)
+
+    def _wait_queued(self, waiter: Waiter, timeout: float | None) -> Permit:
+        """Park ``waiter``, queued under the mutex, until it holds the lock (or, a ``write()`` call
+        taken up by a combiner, until its work is done)."""
         granted: Permit = self._queue.wait(
             waiter,
             timeout,
@@ -513,17 +536,22 @@ class FairLock:
 
     @protected
     def _claim_next(
-        self, holder: Permit, wanted: Callable[[Waiter], bool], done: list[tuple[Waiter, Any]] | None = None
-    ) -> Waiter | None:
-        """The holder takes the oldest waiter out of the queue if ``wanted(waiter)``, to do its work
-        (flat combining); wake it with ``_complete(waiter, grant)`` when done.  ``done``: pairs of
-        (waiter, grant) to complete first, under the same acquisition of the mutex."""
+        self,
+        holder: Permit,
+        kind: type,
+        done: list[tuple[Waiter, Any]] | None = None,
+        limit: int = 1,
+    ) -> list[Waiter]:
+        """The holder takes the oldest waiters out of the queue, up to ``limit`` and while each
+        one's permit is a ``kind``, to do their work (flat combining); wake each with
+        ``_complete(waiter, grant)`` when done.  ``done``: pairs of (waiter, grant) to complete
+        first, under the same acquisition of the mutex."""
         with self._mutex:
             if done:
                 self._queue.complete_locked(done)
             if self._holder is not holder or holder is None:
                 raise RuntimeError("claim_next() by a permit that does not hold the lock")
-            return self._queue.claim_head_locked(wanted)
+            return self._queue.claim_head_locked(kind, limit)
 
     def _complete(self, waiter: Waiter, grant: Any) -> None:
         """Wake a waiter taken by :meth:`_claim_next`: its wait returns ``grant``."""
@@ -532,7 +560,7 @@ class FairLock:
     def _grant_locked(self, waiter: Waiter) -> Permit:
         permit = waiter.permit
         if permit is None:
-            permit = Permit(waiter.ident, monotonic(), waiter.name)
+            permit = Permit(waiter.ident, monotonic())
         else:
             permit.thread_ident = waiter.ident
             permit.since = monotonic()

@@ -28,6 +28,7 @@ import _queue
 import _thread
 import sysconfig
 import threading
+from _thread import get_ident
 from collections import OrderedDict
 from time import monotonic
 from typing import Any, Callable
@@ -92,7 +93,7 @@ _new_parker: Callable[[], Any] = _QueueParker if sysconfig.get_config_var("Py_GI
 class Waiter:
     """One parked thread: what it was granted, who it is, since when."""
 
-    __slots__ = ("parker", "grant", "ident", "name", "since", "cancelled", "permit", "claimed", "nudged", "competes")
+    __slots__ = ("parker", "grant", "ident", "since", "cancelled", "permit", "claimed", "nudged", "competes")
 
     def __init__(self, parker: Any = None) -> None:
         if parker is None:  # a thread that parks (else an event loop's waiter)
@@ -110,9 +111,7 @@ class Waiter:
         #: a thread that runs ``wait`` with ``try_take_locked``; never an event loop's waiter.
         self.competes = False
         self.nudged = False  # woken to compete, and has not looked yet
-        thread = threading.current_thread()
-        self.ident = thread.ident or 0
-        self.name = thread.name
+        self.ident = get_ident()  # (its name is looked up only if a permit's holder is asked for it)
         self.since = monotonic()
 
 
@@ -259,18 +258,22 @@ class WaitQueue:
     def oldest_locked(self) -> Waiter | None:
         return next(iter(self._waiters)) if self._waiters else None
 
-    def claim_head_locked(self, wanted: Callable[[Waiter], bool]) -> Waiter | None:
-        """Take the oldest waiter out of the queue if ``wanted(waiter)``, to do its work for it.
+    def claim_head_locked(self, kind: type, limit: int = 1) -> list[Waiter]:
+        """Take the oldest waiters out of the queue, up to ``limit`` and while each one's permit is a
+        ``kind`` (a ``write()`` call), to do their work for them (in order).
 
-        The caller (the holder) later wakes it with :meth:`complete`."""
-        if not self._waiters:
-            return None
-        waiter = next(iter(self._waiters))
-        if not wanted(waiter):
-            return None
-        self._remove_locked(waiter)
-        waiter.claimed = True
-        return waiter
+        The caller (the holder) later wakes each with :meth:`complete`."""
+        claimed: list[Waiter] = []
+        waiters = self._waiters
+        for waiter in waiters:
+            if len(claimed) == limit or not isinstance(waiter.permit, kind):
+                break
+            waiter.claimed = True
+            claimed.append(waiter)
+        for waiter in claimed:  # (not while iterating over the queue)
+            del waiters[waiter]
+        self.count -= len(claimed)
+        return claimed
 
     @protected
     def complete(self, waiter: Waiter, grant: Any) -> None:
