@@ -125,7 +125,12 @@ def test_a_transaction_queued_between_calls_keeps_its_place(
     assert committed() == ["w1", "w2", "block", "w3", "w4"]
 
 
-def test_a_failing_call_in_a_group_rolls_back_only_itself(make_pool: Callable[..., sqlitefair.Pool], db_path: Path, backend: str, committed: Callable[..., list[Any]]) -> None:
+@pytest.mark.parametrize("failing", ["a", "b"], ids=["first-of-group", "in-a-savepoint"])
+def test_a_failing_call_in_a_group_rolls_back_only_itself(
+    make_pool: Callable[..., sqlitefair.Pool], committed: Callable[..., list[Any]], failing: str
+) -> None:
+    """The first call of a group runs without a savepoint (its failure rolls back a transaction
+    that holds only its work, and the others go in the next one); the others each in one."""
     pool = make_pool(readers=2, timeout=10, group_commit=True)
     with pool.transaction() as conn:
         conn.execute("create table t(id integer primary key, v)")
@@ -136,21 +141,24 @@ def test_a_failing_call_in_a_group_rolls_back_only_itself(make_pool: Callable[..
 
     def call(conn: Any, tag: str) -> str:
         conn.execute("insert into t(v) values (?)", (tag,))
-        if tag == "b":
+        if tag == failing:
             raise Boom(tag)
-        if tag == "c":  # from a second connection: a's row is not committed yet (one batch)
+        if tag == "d":  # from a second connection: the rows of its group are not committed yet
             seen_before_commit.append(committed())
         return tag
 
+    tags = ["a", "b", "c", "d"]
     with held_by_another_thread(pool.transaction()) as (_, leave):
-        workers = queue_writes(pool, ["a", "b", "c"], call)
+        workers = queue_writes(pool, tags, call)
         leave()
-    assert workers[0].finish() == "a"
-    with pytest.raises(Boom):
-        workers[1].finish()
-    assert workers[2].finish() == "c"
-    assert seen_before_commit == [[]], "a and c did not share one transaction"
-    assert committed() == ["a", "c"]
+    for tag, w in zip(tags, workers):
+        if tag == failing:
+            with pytest.raises(Boom):
+                w.finish()
+        else:
+            assert w.finish() == tag
+    assert seen_before_commit == [[]], "the calls after the failing one did not share one transaction"
+    assert committed() == [tag for tag in tags if tag != failing]
 
 
 def test_a_failed_group_commit_fails_every_call_of_it_and_nothing_is_visible(

@@ -57,7 +57,7 @@ from ._guard import RESERVED_SAVEPOINT_PREFIX
 from ._fairlock import FairLock, Permit, _gil_enabled
 from ._interrupts import interruptible, protected
 from ._waitqueue import LockTimeout, Waiter
-from ._writer import Transaction, enclosing_transaction
+from ._writer import Transaction, _current, enclosing_transaction
 
 if TYPE_CHECKING:
     from ._pool import Pool
@@ -120,7 +120,7 @@ def combines(pool: Pool) -> bool:
 def write(pool: Pool, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None) -> Any:
     """See :meth:`sqlitefair.Pool.write`."""
     state = pool._state
-    if enclosing_transaction(state) is not None:  # nested in this context's transaction: a savepoint, here
+    if _current.get() is not None and enclosing_transaction(state) is not None:  # nested: a savepoint, here
         with pool.transaction() as conn:
             return fn(conn, *args, **kwargs)
     if not combines(pool):  # a block in this thread, with the pool's queue, hand-off and timeout
@@ -309,7 +309,10 @@ def _run_group(
                     left = batch[i:]  # a call before broke the transaction: these run in the next one
                     del batch[i:]
                     break
-                _run_in_savepoint(backend, tx, conn, batch[i][0])
+                if i:
+                    _run_in_savepoint(backend, tx, conn, batch[i][0])
+                elif _run_first(tx, conn, batch[0][0]):
+                    raise _FirstCallFailed  # roll back the transaction, which holds only this call's work
                 i += 1
     except BaseException as exc:  # noqa: BLE001 - nothing of the batch is committed
         if begun:  # calls claimed and not begun yet run in the next transaction; the others failed
@@ -341,6 +344,29 @@ def _group_failure(exc: BaseException, call: _Call, own: _Call, first: _Call | N
         )
     error.__cause__ = exc
     return error
+
+
+class _FirstCallFailed(Exception):
+    """The first call of a group raised: its transaction, which holds nothing else, rolls back."""
+
+
+def _run_first(tx: Transaction, conn: Any, call: _Call) -> bool:
+    """Run the first call of a group straight in its transaction ``tx``, without a savepoint:
+    nothing else is in the transaction yet, so if the call raises, rolling ``tx`` back undoes
+    only its work (the calls after it go in the next transaction).  That spares two statements
+    per group, all of them for a call that runs alone.  Returns whether the call raised."""
+    try:
+        call.result = _invoke(call, conn)
+    except BaseException as exc:  # noqa: BLE001 - the caller's outcome, raised in the caller
+        call.error = exc
+        return True
+    try:
+        still_open = conn.in_transaction
+    except Exception:  # closed by the call: the batch's next look at the transaction raises
+        return False
+    if not (still_open and tx._doomed is None and len(tx._stack) == 1):
+        _refuse(tx, call, still_open)
+    return False
 
 
 #: The savepoint each call of a group commit runs in (the prefix is reserved: user SQL cannot end it).
@@ -379,7 +405,6 @@ def _run_in_savepoint(backend: Backend, tx: Transaction, conn: Any, call: _Call)
         still_open = conn.in_transaction
     except Exception:  # closed by the call
         return
-    problem: SqlitefairError
     if still_open and tx._doomed is None and len(tx._stack) == 1:  # as the call found it
         try:
             if call.error is not None:
@@ -389,12 +414,24 @@ def _run_in_savepoint(backend: Backend, tx: Transaction, conn: Any, call: _Call)
         except Exception as exc:  # (never seen) the savepoint could not be ended: roll everything back
             problem = TransactionControlError(f"ending the savepoint of this write() call failed ({exc})")
             problem.__cause__ = exc
-    elif not still_open:
-        problem = TransactionControlError(_ROLLED_BACK)
+            _doom(tx, call, problem)
+            return
+    _refuse(tx, call, still_open)
+
+
+def _refuse(tx: Transaction, call: _Call, still_open: bool) -> None:
+    """``call`` did not leave the group's transaction ``tx`` as it found it: doom ``tx`` (it can
+    only roll back; the calls after this one go in the next transaction) and tell the call why."""
+    if not still_open:
+        problem: SqlitefairError = TransactionControlError(_ROLLED_BACK)
     elif tx._doomed is not None:
         problem = NestingError(tx._doomed)
     else:
         problem = NestingError(_LEFT_OPEN)
+    _doom(tx, call, problem)
+
+
+def _doom(tx: Transaction, call: _Call, problem: SqlitefairError) -> None:
     if tx._doomed is None:
         tx._doomed = str(problem)
     if call.error is None:
