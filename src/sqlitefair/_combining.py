@@ -23,9 +23,10 @@ the time.  A *callable* can be run by whichever thread holds the writer, so:
   which combines in turn).
 * **Group commit** (``connect(..., group_commit=True)``).  The combiner runs
   consecutive calls in one ``BEGIN IMMEDIATE ... COMMIT``, each in a
-  ``SAVEPOINT`` of its own (:func:`_run_in_savepoint`): a call that raises
-  rolls back only itself and gets its exception; a failed ``COMMIT`` fails
-  every call of the batch.  A batch holds at most ``GROUP_COMMIT_MAX_CALLS``
+  ``SAVEPOINT`` of its own (:func:`_run_in_savepoint`; the first call of a
+  group needs none, see :func:`_run_first`): a call that raises rolls back
+  only itself and gets its exception; a failed ``COMMIT`` fails every call
+  of the batch.  A batch holds at most ``GROUP_COMMIT_MAX_CALLS``
   calls and takes new ones for at most ``GROUP_COMMIT_MAX_SECONDS``.  Every
   call returns only after the ``COMMIT`` that contains it: durability is
   that of a transaction of its own.
