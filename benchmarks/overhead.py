@@ -26,7 +26,11 @@ Modes (each on a fresh database in a temporary folder):
   ``with pool.transaction() as conn: conn.execute("insert into t(v) values (?)", (i,))``;
 * ``raw-read``: a raw connection (``query_only`` on, as the pool's readers)
   running ``select v from t where id = ?`` and ``fetchone()`` per op;
-* ``pool-read``: the same inside ``with pool.read() as conn``.
+* ``pool-read``: the same inside ``with pool.read() as conn``;
+* ``floor``: the least any pool written in Python can cost: the raw connection behind a
+  ``with`` block whose ``__enter__`` takes a ``threading.Lock`` and sends ``BEGIN
+  IMMEDIATE`` and whose ``__exit__`` commits and releases (no fairness, statistics, checks
+  or nesting).  Its overhead over ``raw`` is what a pool's own work adds to.
 
 How callgrind counts only the loop: a run first does its set-up (creating the
 table and its rows, opening the connection or pool, 200 warm-up ops), then
@@ -63,11 +67,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
-MODES = ("raw", "pool", "raw-read", "pool-read")
+MODES = ("raw", "pool", "raw-read", "pool-read", "floor")
 #: (label, raw mode, pool mode) per row of the report.
-PAIRS = (("transaction()", "raw", "pool"), ("read()", "raw-read", "pool-read"))
+PAIRS = (("transaction()", "raw", "pool"), ("read()", "raw-read", "pool-read"), ("minimal block", "raw", "floor"))
 WARMUP = 200
 ROWS = 1000  # rows in t before the run; reads pick id = i % ROWS + 1
 
@@ -138,7 +143,48 @@ def _loop_pool_read(pool, start: int, n: int) -> None:  # type: ignore[no-untype
             conn.execute(SELECT, (i % ROWS + 1,)).fetchone()
 
 
-LOOPS = {"raw": _loop_raw, "pool": _loop_pool, "raw-read": _loop_raw_read, "pool-read": _loop_pool_read}
+class _Floor:
+    """The ``floor`` mode's "pool": one connection behind a ``threading.Lock``, a ``with`` block
+    that begins and commits, and nothing else."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.lock = threading.Lock()
+
+    def transaction(self) -> _FloorBlock:
+        return _FloorBlock(self)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class _FloorBlock:
+    __slots__ = ("_floor",)
+
+    def __init__(self, floor: _Floor) -> None:
+        self._floor = floor
+
+    def __enter__(self) -> sqlite3.Connection:
+        floor = self._floor
+        floor.lock.acquire()
+        floor.conn.execute("BEGIN IMMEDIATE")
+        return floor.conn
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        floor = self._floor
+        try:
+            floor.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        finally:
+            floor.lock.release()
+
+
+LOOPS = {
+    "raw": _loop_raw,
+    "pool": _loop_pool,
+    "raw-read": _loop_raw_read,
+    "pool-read": _loop_pool_read,
+    "floor": _loop_pool,
+}
 
 
 def run_mode(mode: str, n: int, folder: str) -> float:
@@ -165,6 +211,8 @@ def run_mode(mode: str, n: int, folder: str) -> float:
             if hasattr(_defaults, name):
                 setattr(_defaults, name, 1e9)
         target = sqlitefair.connect(path)
+    elif mode == "floor":
+        target = _Floor(_raw_connect(path, pragmas, reader=False))
     else:
         target = _raw_connect(path, pragmas, reader=mode.endswith("read"))
     loop = LOOPS[mode]
