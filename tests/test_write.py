@@ -253,6 +253,93 @@ def test_a_call_that_leaves_a_nested_block_open_fails_its_group(
     assert committed() == ["c", "after"]
 
 
+@pytest.mark.parametrize("closer_at", [0, 1], ids=["first-of-group", "in-a-savepoint"])
+def test_calls_taken_up_behind_a_call_that_closes_the_connection_run_in_the_next_transaction(
+    make_pool: Callable[..., sqlitefair.Pool], committed: Callable[..., list[Any]], closer_at: int
+) -> None:
+    """A combiner takes up the queued calls of a group at once.  A call that closes the writer
+    connection breaks the group: the calls of it that ran fail (nothing of them committed), and
+    those taken up but not begun run in the next transaction, on a fresh connection, instead of
+    failing without running.  Nobody reports success for work that is not committed."""
+    pool = make_pool(readers=2, timeout=10, group_commit=True)
+    with pool.transaction() as conn:
+        conn.execute("create table t(id integer primary key, v)")
+    ran: list[str] = []
+
+    def call(conn: Any, tag: str) -> str:
+        ran.append(tag)
+        if tag == "closer":
+            conn.close()
+        else:
+            conn.execute("insert into t(v) values (?)", (tag,))
+        return tag
+
+    tags = ["a", "b", "c", "d"]
+    tags[closer_at] = "closer"
+    # The calls queue behind the writer held bare, with no connection open: the thread that runs
+    # the group opens it, and so closes a connection it opened.  (A free-threaded build frees the
+    # statements a connection cached only in the thread that made them: closed elsewhere inside a
+    # transaction, it keeps its write lock until that thread runs Python again; the writers after
+    # it then wait for the busy timeout.  Not what this test is about.)
+    gate = pool._state.writer
+    held = gate.lock.acquire()
+    gate.drop(gate.conn)
+    try:
+        workers = queue_writes(pool, tags, call)
+    finally:
+        gate.lock.release(held)
+    outcomes: dict[str, object] = {}
+    for tag, w in zip(tags, workers):
+        try:
+            outcomes[tag] = w.finish()
+        except Exception as exc:  # noqa: BLE001 - the outcome is what is checked
+            outcomes[tag] = exc
+    rows = committed()
+    assert sorted(ran) == sorted(tags), "a call never ran"
+    assert isinstance(outcomes["closer"], Exception)
+    for tag in tags[closer_at + 1 :]:
+        assert outcomes[tag] == tag, f"{tag}, taken up after the closer, failed: {outcomes[tag]!r}"
+    for tag in tags:
+        assert (tag in rows) == (outcomes[tag] == tag), f"{tag}: outcome {outcomes[tag]!r}, rows {rows}"
+    lock = pool._state.writer.lock
+    assert lock._lender is None and lock._borrower is None
+    assert pool.write(call, "after") == "after"
+
+
+def test_a_call_taken_up_with_others_still_times_out_before_it_starts(
+    make_pool: Callable[..., sqlitefair.Pool], committed: Callable[..., list[Any]]
+) -> None:
+    """``timeout`` bounds the wait before a call starts, also for a call a combiner took up with
+    the others queued before it: the combiner runs a fast call, takes up the three slow calls
+    behind it at once, and the last one's turn comes past its timeout: it fails with PoolTimeout
+    without running; the others run, in order."""
+    pool = make_pool(readers=2, timeout=10, group_commit=True)
+    with pool.transaction() as conn:
+        conn.execute("create table t(id integer primary key, v)")
+    timeout = 0.5
+
+    def call(conn: Any, tag: str) -> str:
+        if tag.startswith("slow"):
+            time.sleep(0.3)
+        conn.execute("insert into t(v) values (?)", (tag,))
+        return tag
+
+    tags = ["fast", "slow1", "slow2", "slow3"]
+    lock = pool._state.writer.lock
+    with held_by_another_thread(pool.transaction()) as (_, leave):
+        workers = []
+        for position, tag in enumerate(tags):
+            w = Worker(lambda tag=tag: pool.write(call, tag, timeout=timeout), name=tag)
+            w.start()
+            workers.append(w)
+            wait_until(lambda n=position + 1: lock.statistics().waiting == n, what=f"write({tag}) to queue")
+        leave()
+    assert [w.finish() for w in workers[:3]] == ["fast", "slow1", "slow2"]  # slow2's turn: ~0.3 s
+    with pytest.raises(sqlitefair.PoolTimeout):  # its turn came at ~0.6 s
+        workers[3].finish()
+    assert committed() == ["fast", "slow1", "slow2"]
+
+
 def test_transaction_control_in_fn_is_refused_and_nothing_commits(wpool: sqlitefair.Pool, committed: Callable[..., list[Any]]) -> None:
     def sneaky(conn: Any, tag: str) -> None:
         conn.execute("insert into t(v) values (?)", (tag,))

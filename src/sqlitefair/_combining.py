@@ -77,16 +77,22 @@ class _Call(Permit):
     """One ``write()`` call: what to run, and its outcome.  It is the caller's permit in the writer
     queue (so the lock can grant it the writer, or a combiner can take it up)."""
 
-    __slots__ = ("fn", "args", "kwargs", "result", "error", "done", "arrived")
+    __slots__ = ("fn", "args", "kwargs", "result", "error", "done", "arrived", "timeout", "deadline")
 
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def __init__(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
+    ) -> None:
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
         self.result: Any = None
         self.error: BaseException | None = None
         self.done = False
-        self.arrived = monotonic()
+        self.arrived = arrived = monotonic()
+        self.timeout = timeout
+        #: Until when (``time.monotonic()``) the call may still start: a combiner that took it up
+        #: with others and reaches it later fails it with a timeout instead (see _run_group).
+        self.deadline = None if timeout is None else arrived + timeout
 
     def outcome(self) -> Any:
         """Return the call's result, or raise its exception."""
@@ -129,7 +135,7 @@ def write(pool: Pool, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dic
             return fn(conn, *args, **kwargs)
     if state.refusal is not None:  # the pool closed, or a fork child that may not write
         raise state.refusal()
-    call = _Call(fn, args, kwargs)
+    call = _Call(fn, args, kwargs, timeout)
     _queue_and_run(pool, call, timeout)
     return call.outcome()
 
@@ -156,7 +162,7 @@ async def write_async(pool: Pool, fn: Callable[..., Any], args: tuple[Any, ...],
     state = pool._state
     if state.refusal is not None:  # the pool closed, or a fork child that may not write
         raise state.refusal()
-    call = _Call(fn, args, kwargs)
+    call = _Call(fn, args, kwargs, timeout)
     lock = state.writer.lock
     wake = _LoopWake(asyncio.get_running_loop())
     waiter = lock._acquire_or_join(call, wake)
@@ -215,7 +221,9 @@ def _serve(pool: Pool, lock: FairLock, own: _Call) -> None:
             if group:
                 left = _run_group(pool, lock, own, batch, taken if combine else None)
             else:
-                for call, _ in batch:
+                for call, waiter in batch:
+                    if waiter is not None:  # taken up from the queue (one at a time here): it starts now
+                        pool._stats.write_waited(monotonic() - call.arrived)
                     _run_alone(pool, lock, own, call)
                 left = []
             # Calls run: their callers are woken with the next claim, under one acquisition of the
@@ -249,16 +257,11 @@ def _serve(pool: Pool, lock: FairLock, own: _Call) -> None:
 def _claim(
     pool: Pool, lock: FairLock, own: Permit, limit: int, done: list[tuple[Waiter, _Call]] | None = None
 ) -> list[Waiter]:
-    """Take the write() calls at the head of the queue, up to ``limit`` (counting their waits);
-    first wake the callers of ``done``, (waiter, call) pairs whose calls ran.  Taking several under
-    one acquisition of the lock's mutex spares a group commit an acquisition per call."""
-    claimed = lock._claim_next(own, _Call, done, limit)
-    if claimed:
-        now = monotonic()
-        record = pool._stats.write_waited
-        for waiter in claimed:
-            record(now - waiter.permit.arrived)
-    return claimed
+    """Take the write() calls at the head of the queue, up to ``limit``; first wake the callers of
+    ``done``, (waiter, call) pairs whose calls ran.  Taking several under one acquisition of the
+    lock's mutex spares a group commit an acquisition per call.  (Their waits are recorded when
+    they start.)"""
+    return lock._claim_next(own, _Call, done, limit)
 
 
 def _run_alone(pool: Pool, lock: FairLock, own: _Call, call: _Call) -> None:
@@ -290,7 +293,9 @@ def _run_group(
     backend = pool._backend
     left: list[tuple[_Call, Waiter | None]] = []
     begun = False
-    i = 0  # batch[i] is the call that runs (or runs next); those before it ran
+    i = 0  # batch[i] is the call that runs (or runs next)
+    started = 0  # the calls of batch[:started] began (they ran, or may have)
+    record = pool._stats.write_waited
     try:
         lock._lend(own, tx)
         with tx as conn:
@@ -310,15 +315,28 @@ def _run_group(
                     left = batch[i:]  # a call before broke the transaction: these run in the next one
                     del batch[i:]
                     break
+                call, waiter = batch[i]
+                if waiter is not None:  # taken up from the queue, maybe with others: it starts now, if
+                    now = monotonic()
+                    if i and now >= until:  # the group has run long enough: the rest go in the next one
+                        left = batch[i:]
+                        del batch[i:]
+                        break
+                    if call.deadline is not None and now >= call.deadline:  # its time ran out meanwhile
+                        _timed_out(pool, call, now)
+                        started = i = i + 1
+                        continue
+                    record(now - call.arrived)
+                started = i + 1
                 if i:
-                    _run_in_savepoint(backend, tx, conn, batch[i][0])
-                elif _run_first(tx, conn, batch[0][0]):
+                    _run_in_savepoint(backend, tx, conn, call)
+                elif _run_first(tx, conn, call):
                     raise _FirstCallFailed  # roll back the transaction, which holds only this call's work
                 i += 1
     except BaseException as exc:  # noqa: BLE001 - nothing of the batch is committed
-        if begun:  # calls claimed and not begun yet run in the next transaction; the others failed
-            left = batch[i + 1 :] + left
-            del batch[i + 1 :]
+        if begun:  # calls not begun yet run in the next transaction; the others failed
+            left = batch[started:] + left
+            del batch[started:]
         for call, _ in batch:
             if call.error is None:
                 call.error = _group_failure(exc, call, own, None if begun else batch[0][0])
@@ -327,6 +345,13 @@ def _run_group(
     for call, _ in batch:
         call.done = True
     return left
+
+
+def _timed_out(pool: Pool, call: _Call, now: float) -> None:
+    """``call`` was taken up with others and its timeout ran out before its turn in the group: it
+    fails as if it had timed out in the queue (``timeout`` bounds the wait before a call starts)."""
+    gate = pool._state.writer
+    call.error = gate.timeout_error(LockTimeout(now - call.arrived, gate.lock.statistics()), call.timeout)
 
 
 def _group_failure(exc: BaseException, call: _Call, own: _Call, first: _Call | None) -> BaseException:
