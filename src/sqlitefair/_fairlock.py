@@ -39,7 +39,7 @@ from typing import Any, Callable
 
 from . import _interrupts
 from ._interrupts import interruptible, protected
-from ._waitqueue import CancelScope, LockTimeout, WaitCancelled, Waiter, WaitQueue
+from ._waitqueue import WAKE_PENDING, CancelScope, LockTimeout, WaitCancelled, Waiter, WaitQueue
 
 __all__ = (
     "FairSemaphore",
@@ -463,16 +463,20 @@ class FairLock:
         if permit is self._borrower and permit is not None and self._holder is permit:
             self._holder = self._lender  # lent: back to the lender, who holds it on (no mutex: see _lend)
             return
+        wake = None
         with self._mutex:
             if self._holder is not permit or permit is None:
                 raise RuntimeError("release() of a permit that is not held")
             if self._lender is not None:  # the lender lets go: its loan ends with it
                 self._lender = self._borrower = None
             if self._queue.count and (self._barging is None or not self._barge_locked()):
-                if self._queue.hand_over_locked(self._grant_locked):
-                    return  # the baton stays locked: it went with the lock to the oldest waiter
-            self._holder = None
-            self._baton.release()
+                # To the oldest waiter (the baton stays locked: it goes with the lock), woken below.
+                wake = self._queue.pass_on_locked(self._grant_locked)
+            if wake is None:
+                self._holder = None
+                self._baton.release()
+        if wake is not None and wake is not WAKE_PENDING:
+            wake.release()  # once the mutex is free: the new holder's first step takes it
 
     @protected
     def discard(self, permit: Permit) -> bool:
@@ -547,11 +551,13 @@ class FairLock:
         ``_complete(waiter, grant)`` when done.  ``done``: pairs of (waiter, grant) to complete
         first, under the same acquisition of the mutex."""
         with self._mutex:
-            if done:
-                self._queue.complete_locked(done)
             if self._holder is not holder or holder is None:
                 raise RuntimeError("claim_next() by a permit that does not hold the lock")
-            return self._queue.claim_head_locked(kind, limit)
+            parkers = self._queue.complete_locked(done) if done else ()
+            claimed = self._queue.claim_head_locked(kind, limit)
+        for parker in parkers:  # woken once the mutex is free (see complete_locked)
+            parker.release()
+        return claimed
 
     def _complete(self, waiter: Waiter, grant: Any) -> None:
         """Wake a waiter taken by :meth:`_claim_next`: its wait returns ``grant``."""

@@ -90,6 +90,10 @@ def _locked_lock() -> Any:
 _new_parker: Callable[[], Any] = _QueueParker if sysconfig.get_config_var("Py_GIL_DISABLED") else _locked_lock
 
 
+#: Returned for a waiter nudged and not yet awake: its wake-up is pending already.
+WAKE_PENDING: Any = object()
+
+
 class Waiter:
     """One parked thread: what it was granted, who it is, since when."""
 
@@ -222,16 +226,29 @@ class WaitQueue:
     @protected
     def hand_over_locked(self, make_grant: Callable[[Waiter], Any]) -> bool:
         """Give the oldest waiter ``make_grant(waiter)`` (None: nothing to give) and wake it."""
-        if not self._waiters:
+        parker = self.pass_on_locked(make_grant)
+        if parker is None:
             return False
+        if parker is not WAKE_PENDING:
+            parker.release()
+        return True
+
+    def pass_on_locked(self, make_grant: Callable[[Waiter], Any]) -> Any:
+        """:meth:`hand_over_locked` without the wake-up: return None if nothing was handed over,
+        else the parker that the caller releases once it has let the mutex go (see
+        :meth:`complete_locked`), or ``WAKE_PENDING`` if the waiter's wake-up is pending already."""
+        if not self._waiters:
+            return None
         waiter = next(iter(self._waiters))
         grant = make_grant(waiter)
         if grant is None:
-            return False
+            return None
         self._remove_locked(waiter)
         waiter.grant = grant
-        self._wake_locked(waiter)
-        return True
+        if waiter.nudged:
+            waiter.nudged = False
+            return WAKE_PENDING
+        return waiter.parker
 
     @staticmethod
     def _wake_locked(waiter: Waiter) -> None:
@@ -279,14 +296,25 @@ class WaitQueue:
     def complete(self, waiter: Waiter, grant: Any) -> None:
         """Wake a claimed waiter: its work is done, ``grant`` is what its wait returns."""
         with self._mutex:
-            waiter.grant = grant
-            self._wake_locked(waiter)
+            parkers = self.complete_locked([(waiter, grant)])
+        for parker in parkers:
+            parker.release()
 
-    def complete_locked(self, done: list[tuple[Waiter, Any]]) -> None:
-        """:meth:`complete` for each (waiter, grant) of ``done``, the caller holding the mutex."""
+    def complete_locked(self, done: list[tuple[Waiter, Any]]) -> list[Any]:
+        """Give each waiter of ``done`` (claimed, its work done) its grant, the caller holding the
+        mutex; return the parkers to release once the mutex is let go.  Woken under the mutex, a
+        waiter on another core would at once block on it (on a free-threaded build, spinning
+        first).  Releasing after is safe: whether to release is decided here (a nudged waiter has
+        its wake-up pending already), and a parker released after its waiter stopped waiting
+        (timed out and found its grant) wakes nobody."""
+        parkers = []
         for waiter, grant in done:
             waiter.grant = grant
-            self._wake_locked(waiter)
+            if waiter.nudged:
+                waiter.nudged = False
+            else:
+                parkers.append(waiter.parker)
+        return parkers
 
     @protected
     def cancel(self, waiter: Waiter) -> None:
