@@ -331,10 +331,13 @@ class Pool:
         * ``timeout`` bounds the wait before the call starts (default: the
           pool's).  Run in its caller's thread, that is the whole wait, as for
           a block (the queue, other processes, ``BEGIN``); a combined call is
-          bounded while it waits in the queue: once taken up, it runs to its
-          end (the combiner waits for the database with the pool's timeout).  A ``KeyboardInterrupt`` while the
-          call waits takes it out of the queue; once another thread runs it,
-          the interrupt is raised here at once and the call still completes.
+          bounded until it starts (taken up with others, it fails with
+          :class:`PoolTimeout` if its time runs out before its turn); once
+          started, it runs to its end (the combiner waits for the database
+          with the pool's timeout).  A ``KeyboardInterrupt`` while the call
+          waits takes it out of the queue; once another thread has taken it
+          up, the interrupt is raised here at once and the call still
+          completes (or times out, as above).
         * Inside a transaction of this context, ``fn`` runs here, in a savepoint.
         """
         timeout = self._timeout if timeout is _UNSET else check_timeout(timeout)
