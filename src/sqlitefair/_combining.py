@@ -267,6 +267,8 @@ def _claim(
 def _run_alone(pool: Pool, lock: FairLock, own: _Call, call: _Call) -> None:
     """``call`` in a transaction of its own, on the writer ``own`` holds."""
     tx = _LentTransaction(pool, pool._timeout)
+    if call is not own:  # another thread's call: keep the turn across processes for its next one
+        tx._for_others = True
     lock._lend(own, tx)
     try:
         with tx as conn:
@@ -327,6 +329,7 @@ def _run_group(
                         started = i = i + 1
                         continue
                     record(now - call.arrived)
+                    tx._for_others = True  # keep the turn across processes for its caller's next call
                 started = i + 1
                 if i:
                     _run_in_savepoint(backend, tx, conn, call)

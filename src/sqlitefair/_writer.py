@@ -203,6 +203,10 @@ class Transaction(Permit):
     #: Whether entering records a write wait in the pool's statistics (a combiner's transactions,
     #: which run calls whose waits it recorded itself, do not).  A class attribute: slots hide none.
     _records_wait = True
+    #: Whether the transaction ran ``write()`` calls of other threads (a combiner's, see
+    #: ``_combining``): their callers are back at once, so the cross-process turn is kept for
+    #: them at the commit, as for a thread queued for the writer.
+    _for_others = False
 
     def __init__(self, pool: Pool, timeout: float | None, cancel: CancelScope | None = None) -> None:
         self._pool = pool
@@ -391,7 +395,7 @@ class Transaction(Permit):
                 conn._sf_holder = None  # backend.set_holder(), inlined
                 procq = state.writer.procq
                 if procq is not None:  # kept for a waiting thread while the turn lasts (after our checkpoint)
-                    procq.leave(start, state.writer_lock.has_waiters())
+                    procq.leave(start, self._for_others or state.writer_lock.has_waiters())
                 del self._stack[0]
                 try:  # (the token stays: a give-back after this resets it again, which raises and is caught)
                     _current.reset(self._token)
