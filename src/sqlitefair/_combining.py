@@ -136,7 +136,7 @@ def write(pool: Pool, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dic
     if state.refusal is not None:  # the pool closed, or a fork child that may not write
         raise state.refusal()
     call = _Call(fn, args, kwargs, timeout)
-    _queue_and_run(pool, call, timeout)
+    _queue_and_run(pool, call)
     return call.outcome()
 
 
@@ -175,7 +175,7 @@ async def write_async(pool: Pool, fn: Callable[..., Any], args: tuple[Any, ...],
                 if outcome == "left":
                     exc = LockTimeout(monotonic() - call.arrived, lock.statistics())
                     raise state.writer.timeout_error(exc, timeout) from None
-                if outcome == "claimed":  # taken up: it runs to its end, no timeout any more
+                if outcome == "claimed":  # taken up: a combiner runs it (or times it out before it starts)
                     await wake.event.wait()
         except asyncio.CancelledError:
             if lock._leave_queue(waiter) == "granted" and not call.done:
@@ -187,12 +187,12 @@ async def write_async(pool: Pool, fn: Callable[..., Any], args: tuple[Any, ...],
 
 
 @protected
-def _queue_and_run(pool: Pool, call: _Call, timeout: float | None) -> None:
+def _queue_and_run(pool: Pool, call: _Call) -> None:
     """Queue ``call`` for the writer; run it (and others) if granted the writer, else it was run."""
     state = pool._state
     lock = state.writer.lock
     try:
-        lock._queue_call(call, call.arrived, timeout)  # the writer, or our call done by a combiner
+        lock._queue_call(call, call.arrived, call.timeout)  # the writer, or our call done by a combiner
         if not call.done:  # granted the writer: _serve's finally hands it on
             _serve(pool, lock, call)
     except BaseException as exc:
@@ -201,7 +201,7 @@ def _queue_and_run(pool: Pool, call: _Call, timeout: float | None) -> None:
         if lock.holds(call):
             lock.release(call)
         if isinstance(exc, LockTimeout):  # (nothing held: it never got the writer)
-            raise state.writer.timeout_error(exc, timeout) from None
+            raise state.writer.timeout_error(exc, call.timeout) from None
         raise
 
 

@@ -245,19 +245,24 @@ class WaitQueue:
             return None
         self._remove_locked(waiter)
         waiter.grant = grant
+        return self._wake_up_locked(waiter)
+
+    @staticmethod
+    def _wake_up_locked(waiter: Waiter) -> Any:
+        """What wakes ``waiter``: its parker, to release (once), or ``WAKE_PENDING`` if it was
+        nudged and is not yet awake: that wake-up is pending already, and releasing its parker
+        twice would raise."""
         if waiter.nudged:
             waiter.nudged = False
             return WAKE_PENDING
         return waiter.parker
 
-    @staticmethod
-    def _wake_locked(waiter: Waiter) -> None:
-        """Wake ``waiter`` (it then looks at its state).  A waiter nudged and not yet awake has a
-        wake-up pending already: releasing its parker twice would raise."""
-        if waiter.nudged:
-            waiter.nudged = False
-        else:
-            waiter.parker.release()
+    @classmethod
+    def _wake_locked(cls, waiter: Waiter) -> None:
+        """Wake ``waiter`` now (it then looks at its state)."""
+        parker = cls._wake_up_locked(waiter)
+        if parker is not WAKE_PENDING:
+            parker.release()
 
     def nudge_locked(self) -> bool:
         """Wake the oldest waiter, if it competes, to try to take what was just freed (it stays at
@@ -310,10 +315,9 @@ class WaitQueue:
         parkers = []
         for waiter, grant in done:
             waiter.grant = grant
-            if waiter.nudged:
-                waiter.nudged = False
-            else:
-                parkers.append(waiter.parker)
+            parker = self._wake_up_locked(waiter)
+            if parker is not WAKE_PENDING:
+                parkers.append(parker)
         return parkers
 
     @protected
