@@ -14,6 +14,7 @@ from _helpers import Worker, queued, wait_until
 from conftest import STRESS
 
 from sqlitefair import CancelScope, FairLock, FairSemaphore, LockTimeout, WaitCancelled, WouldBlock
+from sqlitefair._fairlock import Permit
 from sqlitefair._slots import FairSlots
 
 
@@ -496,3 +497,32 @@ def test_a_caller_parks_on_the_builds_parker() -> None:
     assert time.monotonic() - start >= 0.04
     parker.release()
     assert parker.acquire(True, 5) is True
+
+
+@pytest.mark.parametrize("parker", ["thread-lock", "simple-queue"])
+def test_a_claimed_waiter_nudged_just_before_gets_its_grant_once(parker: str) -> None:
+    """A holder that claims a queued ``write()`` call (combining) may find it just woken to compete
+    for a freed lock (bounded hand-off) and not yet awake.  Completing the call then releases the
+    waiter's parker a second time: that must not raise (a ``_thread`` lock released twice, the
+    parker of GIL builds), and the waiter must wake with the call's grant, once."""
+    from sqlitefair._waitqueue import Waiter, WaitQueue, _locked_lock, _QueueParker
+
+    class Call(Permit):
+        pass
+
+    lock = FairLock(barging=10.0)
+    holder = lock.acquire()
+    waiter = Waiter(_locked_lock() if parker == "thread-lock" else _QueueParker())
+    waiter.permit = Call(0, 0.0)
+    waiter.competes = True
+    with lock._mutex:
+        lock._queue.add_locked(waiter)
+        assert lock._queue.nudge_locked()  # its parker released: a wake-up pending
+        assert lock._queue.claim_head_locked(Call, 1) == [waiter]
+    grant = object()
+    WaitQueue.complete([(waiter, grant)])  # the parker's second release
+    got = lock._queue.wait(waiter, 5.0, give_back=lock.release, statistics_locked=lock._statistics_locked)
+    assert got is grant
+    assert queued(lock) == 0 and lock.owner is holder
+    lock.release(holder)
+    assert not lock.locked()

@@ -226,8 +226,8 @@ def _serve(pool: Pool, lock: FairLock, own: _Call) -> None:
                         pool._stats.write_waited(monotonic() - call.arrived)
                     _run_alone(pool, lock, own, call)
                 left = []
-            # Calls run: their callers are woken with the next claim, under one acquisition of the
-            # lock's mutex (or by the finally below); a completed waiter has its grant set.
+            # Calls run: their callers are woken with the next claim, once it has let the lock's
+            # mutex go (or by the finally below); a completed waiter has its grant set.
             done = [(waiter, call) for call, waiter in batch if waiter is not None and call.done]
             batch = list(left)
             if batch:  # (group commit: calls a broken transaction did not run go in the next one)
@@ -257,7 +257,7 @@ def _serve(pool: Pool, lock: FairLock, own: _Call) -> None:
 def _claim(
     pool: Pool, lock: FairLock, own: Permit, limit: int, done: list[tuple[Waiter, _Call]] | None = None
 ) -> list[Waiter]:
-    """Take the write() calls at the head of the queue, up to ``limit``; first wake the callers of
+    """Take the write() calls at the head of the queue, up to ``limit``; then wake the callers of
     ``done``, (waiter, call) pairs whose calls ran.  Taking several under one acquisition of the
     lock's mutex spares a group commit an acquisition per call.  (Their waits are recorded when
     they start.)"""

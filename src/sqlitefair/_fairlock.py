@@ -394,13 +394,14 @@ class FairLock:
         caller runs it, and on a GIL build a caller's Python delays the combiner."""
         if self._baton.acquire(False):
             return self._take(call, arrived)
+        waiter = Waiter()  # made before the mutex is taken: every caller and the combiner queue on it
+        waiter.since = arrived
+        waiter.permit = call
+        waiter.competes = self._barging is not None
         with self._mutex:
             if self._baton.acquire(False):  # released meanwhile
                 return self._take(call, monotonic())
-            waiter = self._queue.join_locked(None)
-            waiter.since = arrived  # (read before the join's own clock read)
-            waiter.permit = call
-            waiter.competes = self._barging is not None
+            self._queue.add_locked(waiter)
         return self._wait_queued(waiter, timeout)
 
     def _wait_queued(self, waiter: Waiter, timeout: float | None) -> Permit:
@@ -549,19 +550,19 @@ class FairLock:
         """The holder takes the oldest waiters out of the queue, up to ``limit`` and while each
         one's permit is a ``kind``, to do their work (flat combining); wake each with
         ``_complete(waiter, grant)`` when done.  ``done``: pairs of (waiter, grant) to complete
-        first, under the same acquisition of the mutex."""
+        as well, once the claim has let the mutex go."""
         with self._mutex:
             if self._holder is not holder or holder is None:
                 raise RuntimeError("claim_next() by a permit that does not hold the lock")
-            parkers = self._queue.complete_locked(done) if done else ()
             claimed = self._queue.claim_head_locked(kind, limit)
-        for parker in parkers:  # woken once the mutex is free (see complete_locked)
-            parker.release()
+        if done:  # (without the mutex: see WaitQueue.complete)
+            WaitQueue.complete(done)
         return claimed
 
-    def _complete(self, waiter: Waiter, grant: Any) -> None:
+    @staticmethod
+    def _complete(waiter: Waiter, grant: Any) -> None:
         """Wake a waiter taken by :meth:`_claim_next`: its wait returns ``grant``."""
-        self._queue.complete(waiter, grant)
+        WaitQueue.complete(((waiter, grant),))
 
     def _grant_locked(self, waiter: Waiter) -> Permit:
         permit = waiter.permit

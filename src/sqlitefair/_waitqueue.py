@@ -31,7 +31,7 @@ import threading
 from _thread import get_ident
 from collections import OrderedDict
 from time import monotonic
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from ._interrupts import interruptible, protected
 
@@ -213,6 +213,12 @@ class WaitQueue:
         self.count += 1
         return waiter
 
+    def add_locked(self, waiter: Waiter) -> None:
+        """Queue ``waiter``, made beforehand by the thread that waits (no cancel scope, joins at the
+        back): made outside the mutex, it holds the mutex for less time."""
+        self._waiters[waiter] = None
+        self.count += 1
+
     def leave_locked(self, waiter: Waiter) -> None:
         """Take ``waiter`` out of the queue (nothing if it is not in it): it left without a grant."""
         self._remove_locked(waiter)
@@ -235,8 +241,9 @@ class WaitQueue:
 
     def pass_on_locked(self, make_grant: Callable[[Waiter], Any]) -> Any:
         """:meth:`hand_over_locked` without the wake-up: return None if nothing was handed over,
-        else the parker that the caller releases once it has let the mutex go (see
-        :meth:`complete_locked`), or ``WAKE_PENDING`` if the waiter's wake-up is pending already."""
+        else the parker that the caller releases once it has let the mutex go (woken under it, the
+        new holder on another core would at once block on it: on a free-threaded build, spinning),
+        or ``WAKE_PENDING`` if the waiter's wake-up is pending already."""
         if not self._waiters:
             return None
         waiter = next(iter(self._waiters))
@@ -297,28 +304,23 @@ class WaitQueue:
         self.count -= len(claimed)
         return claimed
 
-    @protected
-    def complete(self, waiter: Waiter, grant: Any) -> None:
-        """Wake a claimed waiter: its work is done, ``grant`` is what its wait returns."""
-        with self._mutex:
-            parkers = self.complete_locked([(waiter, grant)])
-        for parker in parkers:
-            parker.release()
+    @staticmethod
+    def complete(done: Iterable[tuple[Waiter, Any]]) -> None:
+        """Wake each waiter of ``done`` (claimed, its work done) with its grant, what its wait returns.
 
-    def complete_locked(self, done: list[tuple[Waiter, Any]]) -> list[Any]:
-        """Give each waiter of ``done`` (claimed, its work done) its grant, the caller holding the
-        mutex; return the parkers to release once the mutex is let go.  Woken under the mutex, a
-        waiter on another core would at once block on it (on a free-threaded build, spinning
-        first).  Releasing after is safe: whether to release is decided here (a nudged waiter has
-        its wake-up pending already), and a parker released after its waiter stopped waiting
-        (timed out and found its grant) wakes nobody."""
-        parkers = []
+        No mutex: a claimed waiter is out of the queue, where nothing else wakes it any more, and
+        its wait reads the grant after the wake-up.  (Under the mutex, a waiter woken on another
+        core would at once block on it: on a free-threaded build, spinning.)  Its parker may be
+        released twice: a nudge to compete (``nudge_locked``) may have come just before the
+        claim.  If that waiter is not awake yet, a ``_thread`` lock's second release raises and
+        is not needed: it wakes, and finds its grant.  A parker released after its waiter
+        stopped waiting (interrupted while claimed) wakes nobody."""
         for waiter, grant in done:
             waiter.grant = grant
-            parker = self._wake_up_locked(waiter)
-            if parker is not WAKE_PENDING:
-                parkers.append(parker)
-        return parkers
+            try:
+                waiter.parker.release()
+            except RuntimeError:  # (a _thread lock) released by the nudge, not yet taken: it wakes
+                pass
 
     @protected
     def cancel(self, waiter: Waiter) -> None:
@@ -353,6 +355,12 @@ class WaitQueue:
         try:
             while True:
                 woken = _park(waiter.parker, deadline, recheck)
+                if woken and waiter.grant is not None:
+                    # Granted: written once, under the mutex, before the wake that this was (a grant
+                    # racing a nudge's wake clears the nudge there).  Taking the mutex only to read it
+                    # would collide with the thread that granted it, which is still at work there
+                    # (a combiner completing a batch): on free-threaded builds, spinning.
+                    return waiter.grant
                 with self._mutex:
                     nudged = False
                     if woken:  # this wake-up was the pending one, if it was nudged
