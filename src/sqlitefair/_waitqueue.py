@@ -12,7 +12,9 @@ the semaphore or slot set that owns it passes its mutex in):
 
 * a waiter is in ``_waiters`` exactly while it is neither granted nor
   cancelled nor gone (timed out, interrupted);
-* ``waiter.grant`` is written once, by the granting thread, before the wake;
+* ``waiter.grant`` is written once, by the granting thread, before the wake (a claimed
+  waiter's by the holder that claimed it, without the mutex: once claimed, nobody else
+  grants or wakes it; see :meth:`WaitQueue.complete`);
 * a waiter that stops waiting for any reason re-checks ``grant`` under the
   mutex: a timed-out waiter keeps a grant that raced its timeout, an
   interrupted one gives it back (to the next waiter), so a grant is never
@@ -356,10 +358,10 @@ class WaitQueue:
             while True:
                 woken = _park(waiter.parker, deadline, recheck)
                 if woken and waiter.grant is not None:
-                    # Granted: written once, under the mutex, before the wake that this was (a grant
-                    # racing a nudge's wake clears the nudge there).  Taking the mutex only to read it
-                    # would collide with the thread that granted it, which is still at work there
-                    # (a combiner completing a batch): on free-threaded builds, spinning.
+                    # Granted: written once, before the wake that this was (a grant racing a nudge's
+                    # wake clears the nudge under the mutex).  Taking the mutex only to read it would
+                    # contend with every thread queueing or claiming meanwhile (a group commit wakes
+                    # its callers all at once): on free-threaded builds, spinning.
                     return waiter.grant
                 with self._mutex:
                     nudged = False
