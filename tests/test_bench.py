@@ -582,3 +582,38 @@ def test_the_harness_uses_only_the_public_api() -> None:
                 if node.value.id == "sqlitefair" and node.attr.startswith("_") and not node.attr.startswith("__"):
                     offences.append(f"{path.name}:{node.lineno} sqlitefair.{node.attr}")
     assert not offences, offences
+
+
+def test_no_worker_thread_exits_while_another_is_still_in_a_transaction() -> None:
+    """The window's last transactions finish beside workers that have stopped, not beside
+    threads tearing down: on a free-threaded build, threads exiting slowed the transactions
+    still in flight by tens of milliseconds at 256 threads, a tail of the harness, not of the
+    strategy.  Every worker thread is still alive when the slowest one's last transaction ends."""
+    import threading
+    import time
+    import types
+
+    from sqlitefair._bench.runner import drive
+
+    alive_when_the_last_ended: list[int] = []
+
+    class Instance:
+        measures_wait = True
+
+        def write(self, index: int, body: Any, rng: Any, worker: int) -> float:
+            if index == 0:  # one long transaction, from the start of the window past its end
+                time.sleep(0.4)
+                alive_when_the_last_ended.append(
+                    sum(t.name.startswith("bench-") and t.is_alive() for t in threading.enumerate())
+                )
+            else:
+                time.sleep(0.001)
+            return 0.0
+
+        def read(self, index: int, body: Any, rng: Any, worker: int) -> float:  # pragma: no cover - writes only
+            raise AssertionError("a write-only workload read")
+
+    workload = types.SimpleNamespace(write_share=1.0, write_body=None, read_body=None)
+    result = drive(Instance(), workload, 4, duration=0.1)
+    assert result["kinds"]["write"]["ok"] > 4  # (the quick workers ran many transactions meanwhile)
+    assert alive_when_the_last_ended == [4]
