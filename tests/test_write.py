@@ -603,6 +603,46 @@ def test_async_write_cancelled_or_timed_out_while_queued_never_runs(wpool: sqlit
     assert wpool.write(insert, "after") == 2  # the writer is whole
 
 
+def test_async_write_cancelled_while_its_turn_waits_for_a_thread_hands_the_writer_on(
+    wpool: sqlitefair.Pool, committed: Callable[..., list[Any]]
+) -> None:
+    """A task that got the writer serves its call on one of the event loop's threads.  Cancelled
+    while that job still waits for a thread (all busy), it must not take the job with it: the
+    writer would stay held by the call with nobody to hand it on, and every later write would
+    wait forever.  The call runs (its turn had come, as for a call a combiner took up); the task
+    only stops waiting for it."""
+    import asyncio
+    import concurrent.futures
+
+    import sqlitefair.aio
+
+    apool = sqlitefair.aio.AsyncPool(wpool)
+    lock = wpool._state.writer.lock
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        loop.set_default_executor(executor)
+        busy = threading.Event()
+        blocker = loop.run_in_executor(None, busy.wait)  # the executor's only thread is busy
+        task = asyncio.ensure_future(apool.write(insert, "turn came"))
+        while not lock.locked():  # it takes the free writer and queues its job
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        busy.set()
+        await blocker
+        deadline = time.monotonic() + 10
+        while lock.locked() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    _run(main())
+    assert not lock.locked(), f"the writer was left held by {lock.owner}"
+    assert committed() == ["turn came"]
+    assert wpool.write(insert, "after", timeout=5) == 2
+
+
 def test_async_write_inside_an_async_transaction_is_a_savepoint(wpool: sqlitefair.Pool, committed: Callable[..., list[Any]]) -> None:
     import sqlitefair.aio
 

@@ -47,6 +47,8 @@ end (committed or rolled back as usual); nobody else's result is affected.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 from threading import get_ident
 from time import monotonic
 from typing import TYPE_CHECKING, Any, Callable
@@ -182,7 +184,16 @@ async def write_async(pool: Pool, fn: Callable[..., Any], args: tuple[Any, ...],
                 lock.release(call)  # our turn came as we stopped waiting: pass it on
             raise
     if not call.done:  # the writer is ours: serve on a thread (the event loop must not block)
-        await asyncio.to_thread(_serve, pool, lock, call)
+        loop = asyncio.get_running_loop()
+        try:
+            job = loop.run_in_executor(None, functools.partial(contextvars.copy_context().run, _serve, pool, lock, call))
+        except BaseException:  # no thread will serve it (the executor is shut down): hand the writer on
+            lock.release(call)
+            raise
+        # Shielded: cancelled before a thread took it up, the job would never run, and the writer
+        # would stay held by this call with nobody to hand it on.  Once the writer is ours the call
+        # runs, as one a combiner took up does; a cancelled task only stops waiting for its outcome.
+        await asyncio.shield(job)
     return call.outcome()
 
 
