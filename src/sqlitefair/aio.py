@@ -164,9 +164,11 @@ class AsyncPool:
         holding the writer runs the call (flat combining, and group commit if
         the pool has it), or a worker thread starts to serve it and the calls
         queued behind it.  Cancelled while queued, the call never runs; once its
-        turn has come (the writer is its, or a thread has taken it up), it runs to its end (or, taken up with others,
-        times out before it starts as :meth:`sqlitefair.Pool.write` says).  Inside ``async with
-        apool.transaction()`` of the same task it runs there, in a savepoint.
+        turn has come (the writer is its, or a thread has taken it up), it runs
+        to its end (or, taken up with others, times out before it starts as
+        :meth:`sqlitefair.Pool.write` says) and the task only stops waiting for
+        it.  Inside ``async with apool.transaction()`` of the same task it runs
+        there, in a savepoint.
         """
         pool = self._pool
         if self._closed:
