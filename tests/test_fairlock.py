@@ -526,3 +526,69 @@ def test_a_claimed_waiter_nudged_just_before_gets_its_grant_once(parker: str) ->
     assert queued(lock) == 0 and lock.owner is holder
     lock.release(holder)
     assert not lock.locked()
+
+
+def _deep_queue(lock: FairLock, waiters: int, head_age: float) -> list:  # type: ignore[type-arg]
+    """Queue ``waiters`` competing waiters on the held ``lock`` (no threads: their parkers are only
+    released), the oldest ``head_age`` seconds old, the others just arrived; return them in order."""
+    from sqlitefair._waitqueue import Waiter, _locked_lock
+
+    now = time.monotonic()
+    made = []
+    for k in range(waiters):
+        waiter = Waiter(_locked_lock())
+        waiter.permit = Permit(0, 0.0)
+        waiter.competes = True
+        waiter.since = now - head_age if k == 0 else now
+        made.append(waiter)
+    with lock._mutex:
+        for waiter in made:
+            lock._queue.add_locked(waiter)
+    return made
+
+
+@pytest.mark.parametrize(
+    ("waiters", "head_age", "barges"),
+    [
+        (100, 0.005, True),  # 1.5 x 100 waiters x 0.4 ms turns = 60 ms: a 5 ms-old head may be overtaken
+        (100, 0.2, False),  # ... a head older than that is handed the lock
+        (2, 0.005, False),  # a short queue keeps the 1 ms bound (1.5 x 2 x 0.4 ms is less)
+    ],
+)
+def test_a_deep_queue_widens_the_barging_bound_to_a_multiple_of_its_strict_fifo_wait(
+    waiters: int, head_age: float, barges: bool
+) -> None:
+    """``FairLock(barging=..., depth=...)``: behind N waiters a strict hand-off makes the oldest wait
+    about N turns anyway, so a release still frees the lock for whoever runs first (and wakes the
+    oldest waiter to compete) while the oldest has waited less than ``depth`` x N x the mean turn,
+    and hands it over once it has waited longer; a short queue keeps the fixed bound."""
+    lock = FairLock(barging=0.001, depth=1.5)
+    lock._turn = 0.0004
+    holder = lock.acquire()
+    holder.since = time.monotonic() - 0.0004  # held for one mean turn: the average stays about the same
+    queue = _deep_queue(lock, waiters, head_age)
+    lock.release(holder)
+    head = queue[0]
+    if barges:
+        assert not lock.locked() and lock.owner is None, "the lock should be free for whoever runs first"
+        assert head.nudged and head.grant is None and queued(lock) == waiters
+    else:
+        assert lock.owner is head.permit and head.grant is head.permit, "the oldest waiter should hold the lock"
+        assert queued(lock) == waiters - 1
+
+
+def test_one_long_turn_does_not_open_a_deep_queue_to_barging() -> None:
+    """Each turn counts at most ``barging`` in the mean turn: a holder that kept the lock for
+    seconds (a long transaction) must not make the bound seconds long for the waiters behind it."""
+    lock = FairLock(barging=0.001, depth=1.5)
+    holder = lock.acquire()
+    holder.since = time.monotonic() - 10.0
+    queue = _deep_queue(lock, 100, 0.05)  # uncapped, the bound would be 1.5 x 100 x 1.25 s
+    lock.release(holder)
+    assert lock.owner is queue[0].permit, "the oldest waiter (50 ms) should be handed the lock"
+    assert lock._turn <= 0.001 * 0.125 + 1e-12
+
+
+def test_depth_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="depth"):
+        FairLock(barging=0.001, depth=-1)

@@ -63,6 +63,8 @@ BATON_WAIT = 0.005
 #: microseconds) it would time out of BATON_WAIT anyway, and only crowd the baton.  Measured at 256
 #: threads on 3.13t: 1.2x (write) and 1.5x (short) the throughput; at 16 threads it never applies.
 BATON_QUEUE_MAX = 64
+#: Weight of the newest turn in a barging lock's moving average of turns (``FairLock(depth=...)``).
+TURN_WEIGHT = 0.125
 
 _gil_enabled: Callable[[], bool] = getattr(sys, "_is_gil_enabled", lambda: True)
 
@@ -258,17 +260,29 @@ class FairLock:
       mutex, joins the queue, so ``close()`` can wait until none is left.
     """
 
-    def __init__(self, *, barging: float | None = None) -> None:
+    def __init__(self, *, barging: float | None = None, depth: float = 0.0) -> None:
         """``barging``: None for strict hand-off (every release with waiters hands the lock to the
         oldest); else seconds: a release hands over only to a waiter that has waited that long, and
         otherwise frees the lock and wakes the oldest waiter to compete for it, so that a running
         thread may take it first (PyMutex's rule since Python 3.13, with its 1 ms).  Waiters stay
         FIFO among themselves; nobody waits much longer than ``barging`` plus a holder's turn.  On a
         free-threaded build a waiter first waits up to BATON_WAIT at the baton itself (FIFO there,
-        PyMutex's own 1 ms rule), then queues in its place by arrival; that wait is the bound there."""
+        PyMutex's own 1 ms rule), then queues in its place by arrival; that wait is the bound there.
+
+        ``depth`` (with ``barging``): the bound grows with the queue, to ``depth`` x the waiters x
+        the mean turn (a moving average of how long holders held the lock, each sample capped at
+        ``barging``) when that is longer.  Behind N waiters a strict hand-off makes the oldest
+        wait about N turns anyway, so a fixed bound stops all barging once the queue holds more
+        than ``barging`` of turns, and a deep queue pays a wake-up per turn; with ``depth`` the
+        oldest waiter may wait up to ``depth`` times its strict-FIFO wait instead."""
         if barging is not None and not barging >= 0:
             raise ValueError(f"barging must be None or seconds >= 0, got {barging!r}")
+        if not depth >= 0:
+            raise ValueError(f"depth must be >= 0, got {depth!r}")
         self._barging = barging
+        self._depth = depth
+        #: Moving average of the holders' turns, in seconds (barging with ``depth``; under the mutex).
+        self._turn = 0.0
         self._mutex = threading.Lock()
         self._baton = _thread.allocate_lock()
         self._holder: Permit | None = None
@@ -440,13 +454,26 @@ class FairLock:
             if not self._queue.hand_over_locked(self._grant_locked):  # pragma: no cover - count > 0
                 self._baton.release()
 
-    def _barge_locked(self) -> bool:
+    def _barge_locked(self, held_since: float) -> bool:
         """With waiters queued, whether to free the lock for whoever runs first instead of handing
-        it over: barging mode, and the oldest waiter (woken now to compete) is younger than the bound."""
-        head = self._queue.oldest_locked()
-        if head is None or not head.competes or monotonic() - head.since >= self._barging:  # type: ignore[operator]
+        it over: barging mode, and the oldest waiter (woken now to compete) is younger than the
+        bound, ``barging`` or, deeper queues, ``depth`` x waiters x the mean turn, whichever is
+        longer.  ``held_since``: when the releasing holder was granted the lock (a turn's sample)."""
+        queue = self._queue
+        head = queue.oldest_locked()
+        if head is None or not head.competes:
             return False
-        return self._queue.nudge_locked()
+        now = monotonic()
+        window: float = self._barging  # type: ignore[assignment]
+        if self._depth:
+            held = now - held_since
+            turn = self._turn = self._turn + ((held if held < window else window) - self._turn) * TURN_WEIGHT
+            bound = self._depth * queue.count * turn
+            if bound > window:
+                window = bound
+        if now - head.since >= window:
+            return False
+        return queue.nudge_locked()
 
     def _take(self, permit: Permit | None, now: float) -> Permit:
         """Record the caller, who has just taken the baton, as the holder."""
@@ -470,7 +497,7 @@ class FairLock:
                 raise RuntimeError("release() of a permit that is not held")
             if self._lender is not None:  # the lender lets go: its loan ends with it
                 self._lender = self._borrower = None
-            if self._queue.count and (self._barging is None or not self._barge_locked()):
+            if self._queue.count and (self._barging is None or not self._barge_locked(permit.since)):
                 # To the oldest waiter (the baton stays locked: it goes with the lock), woken below.
                 wake = self._queue.pass_on_locked(self._grant_locked)
             if wake is None:

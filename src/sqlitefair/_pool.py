@@ -188,6 +188,7 @@ class Pool:
         if handoff not in ("strict", "bounded"):
             raise ConfigurationError(f"handoff must be 'strict' or 'bounded', got {handoff!r}")
         self._barging = None if handoff == "strict" else _defaults.BARGING_WINDOW
+        self._barging_depth = _defaults.BARGING_DEPTH
         if not isinstance(group_commit, bool):
             raise ConfigurationError(f"group_commit must be True or False, got {group_commit!r}")
         self._group_commit = group_commit
@@ -639,8 +640,9 @@ def connect(
       share one transaction, each in a savepoint (see :meth:`Pool.write`).
     * ``handoff``: ``"strict"`` hands the writer to the oldest waiting thread on
       every release; ``"bounded"`` lets a running thread take a freed writer
-      first unless the oldest waiter has waited 1 ms (then it is handed over):
-      fewer thread wake-ups, waiters still FIFO among themselves.
+      first unless the oldest waiter has waited 1 ms (then it is handed over;
+      behind a deep queue, 1.5x the waiters' mean turns, what strict FIFO order
+      would make it wait): fewer thread wake-ups, waiters still FIFO among themselves.
     * ``process_queue``: writers of every sqlitefair pool on this file, in every
       process, are served in order of arrival (a queue of kernel record locks on a
       side file, ``<path>-sqlitefair-queue``; Linux).  ``False`` leaves the order

@@ -67,7 +67,7 @@ class _Gate:
     """
 
     def __init__(self, name: str, file: str | None, use_queue: bool) -> None:
-        self.lock = FairLock(barging=_defaults.BARGING_WINDOW)
+        self.lock = FairLock(barging=_defaults.BARGING_WINDOW, depth=_defaults.BARGING_DEPTH)
         self.procq: ProcessQueue | None = None
         if file is None or not use_queue:
             return
