@@ -8,6 +8,7 @@ import random
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from _helpers import Worker, queued, wait_until
@@ -528,9 +529,10 @@ def test_a_claimed_waiter_nudged_just_before_gets_its_grant_once(parker: str) ->
     assert not lock.locked()
 
 
-def _deep_queue(lock: FairLock, waiters: int, head_age: float) -> list:  # type: ignore[type-arg]
+def _deep_queue(lock: FairLock, waiters: int, head_age: float, head_ahead: int) -> list:  # type: ignore[type-arg]
     """Queue ``waiters`` competing waiters on the held ``lock`` (no threads: their parkers are only
-    released), the oldest ``head_age`` seconds old, the others just arrived; return them in order."""
+    released), the oldest ``head_age`` seconds old and queued behind ``head_ahead`` others (since
+    served), the others just arrived; return them in order."""
     from sqlitefair._waitqueue import Waiter, _locked_lock
 
     now = time.monotonic()
@@ -544,37 +546,53 @@ def _deep_queue(lock: FairLock, waiters: int, head_age: float) -> list:  # type:
     with lock._mutex:
         for waiter in made:
             lock._queue.add_locked(waiter)
+    made[0].ahead = head_ahead
     return made
 
 
+def _release_after_a_mean_turn(lock: FairLock, holder: Permit, turn: float) -> None:
+    lock._turn = turn
+    holder.since = time.monotonic() - turn  # held for one mean turn: the average stays about the same
+    lock.release(holder)
+
+
 @pytest.mark.parametrize(
-    ("waiters", "head_age", "barges"),
+    ("head_ahead", "head_age", "barges"),
     [
-        (100, 0.005, True),  # 1.5 x 100 waiters x 0.4 ms turns = 60 ms: a 5 ms-old head may be overtaken
-        (100, 0.2, False),  # ... a head older than that is handed the lock
-        (2, 0.005, False),  # a short queue keeps the 1 ms bound (1.5 x 2 x 0.4 ms is less)
+        (100, 0.005, True),  # 1.5 x (100 + 1) x 0.4 ms = 61 ms: at 5 ms it may still be overtaken
+        (100, 0.2, False),  # ... older than that, it is handed the lock
+        (0, 0.005, False),  # queued behind nobody (99 came after it): 1.5 x 1 x 0.4 ms, so the 1 ms bound
     ],
 )
-def test_a_deep_queue_widens_the_barging_bound_to_a_multiple_of_its_strict_fifo_wait(
-    waiters: int, head_age: float, barges: bool
+def test_a_waiter_that_queued_behind_others_may_be_overtaken_for_a_multiple_of_its_strict_fifo_wait(
+    head_ahead: int, head_age: float, barges: bool
 ) -> None:
-    """``FairLock(barging=..., depth=...)``: behind N waiters a strict hand-off makes the oldest wait
-    about N turns anyway, so a release still frees the lock for whoever runs first (and wakes the
-    oldest waiter to compete) while the oldest has waited less than ``depth`` x N x the mean turn,
-    and hands it over once it has waited longer; a short queue keeps the fixed bound."""
+    """``FairLock(barging=..., depth=...)``: a waiter that queued behind N others would wait about
+    N + 1 turns under strict hand-off anyway, so a release still frees the lock for whoever runs
+    first (and wakes the oldest waiter to compete) while the oldest has waited less than ``depth``
+    x (N + 1) x the mean turn, and hands it over once it has waited longer.  The waiters that
+    queued after it do not count: a burst of newcomers must not lengthen its wait."""
     lock = FairLock(barging=0.001, depth=1.5)
-    lock._turn = 0.0004
     holder = lock.acquire()
-    holder.since = time.monotonic() - 0.0004  # held for one mean turn: the average stays about the same
-    queue = _deep_queue(lock, waiters, head_age)
-    lock.release(holder)
+    queue = _deep_queue(lock, 100, head_age, head_ahead)
+    _release_after_a_mean_turn(lock, holder, 0.0004)
     head = queue[0]
     if barges:
         assert not lock.locked() and lock.owner is None, "the lock should be free for whoever runs first"
-        assert head.nudged and head.grant is None and queued(lock) == waiters
+        assert head.nudged and head.grant is None and queued(lock) == 100
     else:
         assert lock.owner is head.permit and head.grant is head.permit, "the oldest waiter should hold the lock"
-        assert queued(lock) == waiters - 1
+        assert queued(lock) == 99
+
+
+def test_a_short_queue_keeps_the_barging_bound() -> None:
+    """``depth`` only lengthens the bound: a waiter whose strict-FIFO wait is short may still be
+    overtaken for ``barging`` seconds."""
+    lock = FairLock(barging=0.05, depth=1.5)
+    holder = lock.acquire()
+    queue = _deep_queue(lock, 1, 0.01, 0)  # 1.5 x 1 x 1 ms is less than 10 ms, and 50 ms more
+    _release_after_a_mean_turn(lock, holder, 0.001)
+    assert not lock.locked() and queue[0].nudged and queue[0].grant is None
 
 
 def test_one_long_turn_does_not_open_a_deep_queue_to_barging() -> None:
@@ -583,12 +601,55 @@ def test_one_long_turn_does_not_open_a_deep_queue_to_barging() -> None:
     lock = FairLock(barging=0.001, depth=1.5)
     holder = lock.acquire()
     holder.since = time.monotonic() - 10.0
-    queue = _deep_queue(lock, 100, 0.05)  # uncapped, the bound would be 1.5 x 100 x 1.25 s
+    queue = _deep_queue(lock, 100, 0.05, 100)  # uncapped, the bound would be 1.5 x 101 x 1.25 s
     lock.release(holder)
     assert lock.owner is queue[0].permit, "the oldest waiter (50 ms) should be handed the lock"
     assert lock._turn <= 0.001 * 0.125 + 1e-12
 
 
-def test_depth_must_not_be_negative() -> None:
-    with pytest.raises(ValueError, match="depth"):
-        FairLock(barging=0.001, depth=-1)
+def test_a_combiners_hold_counts_as_one_turn_per_call_it_ran() -> None:
+    """A holder that ran queued ``write()`` calls for their callers (flat combining) held the lock
+    for all of their turns: its hold is that many samples of the mean turn, not one long one,
+    which would make every waiter's bound as many times too long."""
+    from sqlitefair._waitqueue import Waiter, _locked_lock
+
+    class Call(Permit):
+        pass
+
+    lock = FairLock(barging=0.05, depth=1.5)
+    holder = lock.acquire()
+    with lock._mutex:
+        for _ in range(9):
+            waiter = Waiter(_locked_lock())
+            waiter.permit = Call(0, 0.0)
+            lock._queue.add_locked(waiter)
+    assert len(lock._claim_next(holder, Call, limit=9)) == 9  # the holder runs 9 calls: 10 turns
+    _deep_queue(lock, 10, 0.0, 10)
+    lock._turn = 0.004
+    holder.since = time.monotonic() - 0.04  # 40 ms for 10 turns: 4 ms each (as one turn: 40 ms)
+    lock.release(holder)
+    assert lock._turn < 0.006, f"mean turn {lock._turn * 1e3:.1f} ms: the hold was taken for one turn"
+
+
+def test_depth_must_be_finite_and_not_negative() -> None:
+    for depth in (-1, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="depth"):
+            FairLock(barging=0.001, depth=depth)
+
+
+def test_the_pool_and_the_django_backend_bound_barging_by_the_queue_depth(tmp_path: Path) -> None:
+    """The writer lock of a pool (bounded hand-off) and of the Django backend's gate get
+    ``BARGING_DEPTH``; strict hand-off never barges."""
+    import sqlitefair
+    from sqlitefair import _defaults
+
+    with sqlitefair.connect(tmp_path / "a.db") as pool:
+        lock = pool._state.writer.lock
+        assert (lock._barging, lock._depth) == (_defaults.BARGING_WINDOW, _defaults.BARGING_DEPTH)
+    with sqlitefair.connect(tmp_path / "b.db", handoff="strict") as pool:
+        assert pool._state.writer.lock._barging is None
+    pytest.importorskip("django")
+    from sqlitefair.django.base import _Gate
+
+    lock = _Gate("c", None, False).lock
+    assert (lock._barging, lock._depth) == (_defaults.BARGING_WINDOW, _defaults.BARGING_DEPTH)

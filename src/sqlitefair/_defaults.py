@@ -38,13 +38,13 @@ CHECKPOINT_READER_WAIT: float = 0.25
 #: running thread take a freed writer first unless the oldest waiter has waited BARGING_WINDOW.
 HANDOFF: str = "bounded"
 BARGING_WINDOW: float = 0.001
-#: ... or, behind a deep queue, BARGING_DEPTH x its strict-FIFO wait (waiters x the mean turn), if
-#: longer: a fixed 1 ms stops all barging once more than 1 ms of turns queue (a few dozen threads
-#: on short transactions), and a wake-up per transaction costs a fifth of the throughput at 256
-#: threads.  Measured side by side (write, 2 cores, 16 and 256 threads, 2 rounds): at 256 threads
-#: 84-86% (3.11) and 82% (3.13) of the 16-thread throughput with slowest waits 2.0x to 2.2x the
-#: ideal (256 x the mean transaction), against 75-79% and 1.5x to 2.9x with 1 ms alone; 16
-#: threads unchanged.
+#: ... or, for a waiter that queued behind others, BARGING_DEPTH x its strict-FIFO wait (the
+#: waiters ahead of it and the holder, x the mean turn), if longer: a fixed 1 ms stops all
+#: barging once more than 1 ms of turns queue (a few dozen threads on short transactions), and
+#: a wake-up per transaction costs a quarter of the throughput at 256 threads.  Measured side by
+#: side (write, 2 cores, 256 threads, 3 rounds): 21.6k against 19.2k transactions per second on
+#: 3.11, 21.0k against 19.9k on 3.13, with slowest waits 1.8x to 2.6x the ideal (256 x the mean
+#: transaction) against 1.4x to 1.8x; 16 threads unchanged.
 BARGING_DEPTH: float = 1.5
 
 #: Seconds a process keeps the writer's turn in the cross-process queue (``process_queue``) while

@@ -265,24 +265,27 @@ class FairLock:
         oldest); else seconds: a release hands over only to a waiter that has waited that long, and
         otherwise frees the lock and wakes the oldest waiter to compete for it, so that a running
         thread may take it first (PyMutex's rule since Python 3.13, with its 1 ms).  Waiters stay
-        FIFO among themselves; nobody waits much longer than ``barging`` plus a holder's turn.  On a
+        FIFO among themselves; nobody waits much longer than the bound plus a holder's turn.  On a
         free-threaded build a waiter first waits up to BATON_WAIT at the baton itself (FIFO there,
         PyMutex's own 1 ms rule), then queues in its place by arrival; that wait is the bound there.
 
-        ``depth`` (with ``barging``): the bound grows with the queue, to ``depth`` x the waiters x
-        the mean turn (a moving average of how long holders held the lock, each sample capped at
-        ``barging``) when that is longer.  Behind N waiters a strict hand-off makes the oldest
-        wait about N turns anyway, so a fixed bound stops all barging once the queue holds more
-        than ``barging`` of turns, and a deep queue pays a wake-up per turn; with ``depth`` the
-        oldest waiter may wait up to ``depth`` times its strict-FIFO wait instead."""
+        ``depth`` (with ``barging``): a waiter that queued behind N others may be overtaken until
+        it has waited ``depth`` x (N + 1) x the mean turn, when that is longer than ``barging``:
+        about ``depth`` times what strict FIFO order would make it wait anyway.  (The mean turn is
+        a moving average of the holders' turns, each sample capped at ``barging``, a hold that ran
+        queued ``write()`` calls for others counting as one turn per call.)  With a fixed bound a
+        queue more than ``barging`` of turns deep never lets anyone barge, and pays a thread
+        wake-up per turn."""
         if barging is not None and not barging >= 0:
             raise ValueError(f"barging must be None or seconds >= 0, got {barging!r}")
-        if not depth >= 0:
-            raise ValueError(f"depth must be >= 0, got {depth!r}")
+        if not 0 <= depth < float("inf"):
+            raise ValueError(f"depth must be a finite number >= 0, got {depth!r}")
         self._barging = barging
         self._depth = depth
-        #: Moving average of the holders' turns, in seconds (barging with ``depth``; under the mutex).
+        # Barging with depth, both under the mutex: the moving average of a turn (seconds), and the
+        # calls the current holder ran for other waiters (_claim_next) since the last sample.
         self._turn = 0.0
+        self._served = 0
         self._mutex = threading.Lock()
         self._baton = _thread.allocate_lock()
         self._holder: Permit | None = None
@@ -457,8 +460,9 @@ class FairLock:
     def _barge_locked(self, held_since: float) -> bool:
         """With waiters queued, whether to free the lock for whoever runs first instead of handing
         it over: barging mode, and the oldest waiter (woken now to compete) is younger than the
-        bound, ``barging`` or, deeper queues, ``depth`` x waiters x the mean turn, whichever is
-        longer.  ``held_since``: when the releasing holder was granted the lock (a turn's sample)."""
+        bound, ``barging`` or ``depth`` x its strict-FIFO wait (the waiters it queued behind, and
+        the holder, x the mean turn), whichever is longer.  ``held_since``: when the releasing
+        holder was granted the lock (a turn's sample)."""
         queue = self._queue
         head = queue.oldest_locked()
         if head is None or not head.competes:
@@ -466,9 +470,10 @@ class FairLock:
         now = monotonic()
         window: float = self._barging  # type: ignore[assignment]
         if self._depth:
-            held = now - held_since
+            held = (now - held_since) / (1 + self._served)  # a combiner's hold: one turn per call it ran
+            self._served = 0
             turn = self._turn = self._turn + ((held if held < window else window) - self._turn) * TURN_WEIGHT
-            bound = self._depth * queue.count * turn
+            bound = self._depth * (head.ahead + 1) * turn
             if bound > window:
                 window = bound
         if now - head.since >= window:
@@ -582,6 +587,7 @@ class FairLock:
             if self._holder is not holder or holder is None:
                 raise RuntimeError("claim_next() by a permit that does not hold the lock")
             claimed = self._queue.claim_head_locked(kind, limit)
+            self._served += len(claimed)
         if done:  # (without the mutex: see WaitQueue.complete)
             WaitQueue.complete(done)
         return claimed

@@ -99,7 +99,7 @@ WAKE_PENDING: Any = object()
 class Waiter:
     """One parked thread: what it was granted, who it is, since when."""
 
-    __slots__ = ("parker", "grant", "ident", "since", "cancelled", "permit", "claimed", "nudged", "competes")
+    __slots__ = ("parker", "grant", "ident", "since", "cancelled", "permit", "claimed", "nudged", "competes", "ahead")
 
     def __init__(self, parker: Any = None) -> None:
         if parker is None:  # a thread that parks (else an event loop's waiter)
@@ -117,6 +117,7 @@ class Waiter:
         #: a thread that runs ``wait`` with ``try_take_locked``; never an event loop's waiter.
         self.competes = False
         self.nudged = False  # woken to compete, and has not looked yet
+        self.ahead = 0  # waiters queued before it when it joined (its strict-FIFO wait, in turns)
         self.ident = get_ident()  # (its name is looked up only if a permit's holder is asked for it)
         self.since = monotonic()
 
@@ -210,8 +211,10 @@ class WaitQueue:
             waiters[waiter] = None
             for w in later:  # (rare, and a few waiters: they stay in their order, behind it)
                 waiters.move_to_end(w)
+            waiter.ahead = self.count - len(later)
         else:
             waiters[waiter] = None
+            waiter.ahead = self.count
         self.count += 1
         return waiter
 
@@ -219,6 +222,7 @@ class WaitQueue:
         """Queue ``waiter``, made beforehand by the thread that waits (no cancel scope, joins at the
         back): made outside the mutex, it holds the mutex for less time."""
         self._waiters[waiter] = None
+        waiter.ahead = self.count
         self.count += 1
 
     def leave_locked(self, waiter: Waiter) -> None:
