@@ -253,8 +253,9 @@ def render_markdown(result: dict[str, Any] | None, images: list[str], image_pref
         "How to read a table: a strategy that lets the thread which just committed start its next transaction "
         "at once (SQLite's busy handler sleeps waiters for up to 100 ms between tries; a `threading.Lock` wakes "
         "nobody in particular) gets high throughput by running one thread at a time, and makes the others wait: "
-        "look at max latency, p99.9 and fairness beside tx/s. sqlitefair hands the writer to the oldest waiter, "
-        "which costs a thread switch per transaction.",
+        "look at max latency, p99.9 and fairness beside tx/s. sqlitefair hands the writer to the oldest waiter "
+        "once it has waited 1 ms (or 1.5x its strict-FIFO wait, behind a deep queue; `sqlitefair-strict`: always), "
+        "and each hand-off costs a thread switch.",
         "",
         "## Goals",
         "",
