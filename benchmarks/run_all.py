@@ -221,7 +221,7 @@ def render_markdown(result: dict[str, Any] | None, images: list[str], image_pref
         "| `sqlitefair-apsw` | the same with `backend=\"apsw\"`, where apsw is installed |",
         "| `sqlitefair-strict` | `sqlitefair.connect(path, handoff=\"strict\")`: every release hands the writer to "
         "the oldest waiter (the default, bounded hand-off, lets a running thread take it while the oldest waiter is "
-        "younger than 1 ms, or behind a deep queue 1.5x its strict-FIFO wait); measured where the hand-off goals need it |",
+        "younger than 1 ms); measured where the hand-off goals need it |",
         "| `sqlitefair-write` | writes through `pool.write(fn)`: with the GIL off, the thread holding the writer runs "
         "the calls queued behind it (flat combining); with the GIL on, each call runs in its caller's thread |",
         "| `sqlitefair-group` | the same with `group_commit=True`: consecutive calls in one transaction, each in a "
@@ -254,7 +254,7 @@ def render_markdown(result: dict[str, Any] | None, images: list[str], image_pref
         "at once (SQLite's busy handler sleeps waiters for up to 100 ms between tries; a `threading.Lock` wakes "
         "nobody in particular) gets high throughput by running one thread at a time, and makes the others wait: "
         "look at max latency, p99.9 and fairness beside tx/s. sqlitefair hands the writer to the oldest waiter "
-        "once it has waited 1 ms (or 1.5x its strict-FIFO wait, behind a deep queue; `sqlitefair-strict`: always), "
+        "once it has waited 1 ms (`sqlitefair-strict`: always), "
         "and each hand-off costs a thread switch.",
         "",
         "## Goals",

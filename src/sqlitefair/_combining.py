@@ -121,7 +121,7 @@ def combines(pool: Pool) -> bool:
     every caller the combiner wakes takes the GIL from it at its next SQLite call, so the
     callers' Python runs between the combiner's calls instead of beside them, and the bounded
     hand-off a block gets (a running thread may take the writer while the oldest waiter is
-    younger than 1 ms, or than 1.5x its strict-FIFO wait) wakes nobody on most commits.  Without the GIL the callers run on other
+    younger than 1 ms) wakes nobody on most commits.  Without the GIL the callers run on other
     cores; combining spares the writer a wake-up per call there."""
     return pool._group_commit or not _gil_enabled()
 

@@ -45,7 +45,10 @@ BARGING_WINDOW: float = 0.001
 #: side (write, 2 cores, 256 threads, 3 rounds): 21.6k against 19.2k transactions per second on
 #: 3.11, 21.0k against 19.9k on 3.13, with slowest waits 1.8x to 2.6x the ideal (256 x the mean
 #: transaction) against 1.4x to 1.8x; 16 threads unchanged.
-BARGING_DEPTH: float = 1.5
+#: Off (0) for now: with 1.5, tests/test_reliability.py's exceptions-and-SIGINT test left a writer
+#: process hanging on 3.13t in 2 of 5 runs (0 of 8 with 0, 0 of 6 with the code before the
+#: rule), not yet explained.  The figures above and the published run had it at 1.5.
+BARGING_DEPTH: float = 0.0
 
 #: Seconds a process keeps the writer's turn in the cross-process queue (``process_queue``) while
 #: its own threads go on writing, before it goes to the back of the queue: a hand-off to another

@@ -640,9 +640,8 @@ def connect(
       share one transaction, each in a savepoint (see :meth:`Pool.write`).
     * ``handoff``: ``"strict"`` hands the writer to the oldest waiting thread on
       every release; ``"bounded"`` lets a running thread take a freed writer
-      first unless the oldest waiter has waited 1 ms (then it is handed over;
-      a waiter that queued behind others, 1.5x what strict FIFO order would make
-      it wait): fewer thread wake-ups, waiters still FIFO among themselves.
+      first unless the oldest waiter has waited 1 ms (then it is handed over):
+      fewer thread wake-ups, waiters still FIFO among themselves.
     * ``process_queue``: writers of every sqlitefair pool on this file, in every
       process, are served in order of arrival (a queue of kernel record locks on a
       side file, ``<path>-sqlitefair-queue``; Linux).  ``False`` leaves the order

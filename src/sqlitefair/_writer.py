@@ -4,7 +4,7 @@ Life of a write (``with pool.transaction() as conn``):
 
 1. queue for the writer in this process (a :class:`FairLock`: FIFO among waiters; with the
    default ``handoff="bounded"`` a running thread may take a freed writer first unless the
-   oldest waiter has waited 1 ms, or behind a deep queue 1.5x its strict-FIFO wait);
+   oldest waiter has waited 1 ms);
 2. at the head of that queue, queue behind the writers of other processes on the same file
    (:mod:`._procqueue`; skipped with ``process_queue=False``);
 3. ``BEGIN IMMEDIATE``, retried under the busy policy while a connection outside the
