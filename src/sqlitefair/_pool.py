@@ -188,7 +188,6 @@ class Pool:
         if handoff not in ("strict", "bounded"):
             raise ConfigurationError(f"handoff must be 'strict' or 'bounded', got {handoff!r}")
         self._barging = None if handoff == "strict" else _defaults.BARGING_WINDOW
-        self._barging_depth = _defaults.BARGING_DEPTH
         if not isinstance(group_commit, bool):
             raise ConfigurationError(f"group_commit must be True or False, got {group_commit!r}")
         self._group_commit = group_commit

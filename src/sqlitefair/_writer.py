@@ -48,6 +48,7 @@ from time import monotonic
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from . import _defaults
 from ._backends import Connection
 from ._busy import BusyTimeout
 from ._errors import (
@@ -102,7 +103,7 @@ class WriterGate:
     """
 
     def __init__(self, pool: Pool, state: _ProcessState) -> None:
-        self.lock = FairLock(barging=pool._barging, depth=pool._barging_depth)
+        self.lock = FairLock(barging=pool._barging, depth=_defaults.BARGING_DEPTH)
         self.conn: Connection | None = None
         #: The cross-process writer queue (None: off, see ``connect(process_queue=...)``).
         self.procq: ProcessQueue | None = (
